@@ -1,0 +1,3 @@
+"""science: not built yet (see the issue tracker)."""
+
+__all__: list[str] = []

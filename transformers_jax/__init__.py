@@ -1,0 +1,3 @@
+"""transformers_jax: not built yet (see the issue tracker)."""
+
+__all__: list[str] = []
