@@ -1,0 +1,44 @@
+"""jaxaccel: model transforms (quantize, ...) over accelerated array values, for JAX.
+
+Public API. Everything not re-exported here is private.
+"""
+
+from . import _select as select
+from ._accelerate import accelerate as accelerate, qmatmul as qmatmul
+from ._arrays import (
+    ActQuant as ActQuant,
+    MaskedTensor as MaskedTensor,
+    QTensor as QTensor,
+    ScaledTensor as ScaledTensor,
+    materialise as materialise,
+    quantize_array as quantize_array,
+)
+from ._explain import explain as explain
+from ._formats import (
+    AFPQ as AFPQ,
+    FP4 as FP4,
+    FP8 as FP8,
+    MXFP4 as MXFP4,
+    NF4 as NF4,
+    NVFP4 as NVFP4,
+    AdaptiveGroup as AdaptiveGroup,
+    Format as Format,
+    Granularity as Granularity,
+    Group as Group,
+    Int4 as Int4,
+    Int8 as Int8,
+    PerChannel as PerChannel,
+    PerTensor as PerTensor,
+)
+from ._quantize import (
+    GPTQ as GPTQ,
+    RTN as RTN,
+    MergeQuant as MergeQuant,
+    Recipe as Recipe,
+    SmoothQuant as SmoothQuant,
+    describe_leaves as describe_leaves,
+    quantize as quantize,
+)
+
+dequantize = materialise
+__version__ = "0.1.0"

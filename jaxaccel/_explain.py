@@ -1,0 +1,217 @@
+"""`explain`: what quantization buys on this device, layer by layer, said plainly."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import pallas_kernels as pk
+
+from ._arrays import QTensor
+from ._formats import describe
+from ._quantize import _describe
+
+__all__ = ["explain", "Explanation", "LayerReport", "DeviceSpec"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceSpec:
+    """Peak compute and memory bandwidth used for roofline bounds."""
+
+    name: str
+    flops: float  # float32 FLOP/s
+    bandwidth: float  # bytes/s
+    measured: bool
+
+    @staticmethod
+    @functools.cache
+    def detect() -> DeviceSpec:
+        """Look up accelerators by kind; on CPU measure (once per process, ~1 s)."""
+        dev = jax.devices()[0]
+        kind = dev.device_kind.lower()
+        table = {  # datasheet dense figures: (fp32-ish matmul FLOP/s, HBM bytes/s)
+            "h100": (4.9e14, 3.35e12),  # TF32 tensor cores
+            "h200": (4.9e14, 4.8e12),
+            "a100": (1.56e14, 2.0e12),
+            "v5e": (1.97e14, 8.2e11),
+        }
+        for key, (f, b) in table.items():
+            if key in kind:
+                return DeviceSpec(name=dev.device_kind, flops=f, bandwidth=b, measured=False)
+        return DeviceSpec(name=f"{dev.platform}: {dev.device_kind}", flops=_measure_flops(),
+                          bandwidth=_measure_bandwidth(), measured=True)
+
+
+def _median_time(fn: Any, *args: Any, reps: int = 5) -> float:
+    jax.block_until_ready(fn(*args))
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def _measure_bandwidth() -> float:
+    x = jnp.ones((32 * 1024 * 1024 // 4,), jnp.float32)  # 32 MiB, larger than caches
+    t = _median_time(jax.jit(jnp.sum), x)
+    return x.nbytes / t
+
+
+def _measure_flops() -> float:
+    a = jnp.ones((1024, 1024), jnp.float32)
+    t = _median_time(jax.jit(jnp.dot), a, a)
+    return 2 * 1024**3 / t
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LayerReport:
+    """One weight leaf: its storage, the kernel that runs it and its roofline bound."""
+
+    path: str
+    shape: tuple[int, ...]
+    fmt: str
+    bits_per_weight: float
+    bytes: int
+    float_bytes: int
+    kernel: str
+    bound_ms: float
+    float_bound_ms: float
+    measured_ms: float | None
+    measured_float_ms: float | None
+    warning: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Explanation:
+    """The report returned by `explain`; ``str()`` renders it as a table."""
+
+    device: DeviceSpec
+    tokens: int
+    layers: tuple[LayerReport, ...]
+    total_bytes: int
+    total_float_bytes: int
+
+    @property
+    def compression(self) -> float:
+        return self.total_float_bytes / max(self.total_bytes, 1)
+
+    def __str__(self) -> str:
+        head = (
+            f"device {self.device.name}: {self.device.flops / 1e9:.0f} GFLOP/s, "
+            f"{self.device.bandwidth / 1e9:.1f} GB/s ({'measured' if self.device.measured else 'datasheet'}); "
+            f"{self.tokens} token(s) per matmul"
+        )
+        cols = f"{'leaf':<34} {'format':<12} {'bits/w':>6} {'bytes':>10} {'kernel':<26} {'bound ms':>9} {'fp32 ms':>8}"
+        lines = [head, cols, "-" * len(cols)]
+        for r in self.layers:
+            lines.append(
+                f"{r.path[-34:]:<34} {r.fmt:<12} {r.bits_per_weight:>6.2f} {r.bytes:>10} "
+                f"{r.kernel:<26} {r.bound_ms:>9.4f} {r.float_bound_ms:>8.4f}"
+            )
+        lines.append(
+            f"total: {self.total_bytes} bytes vs {self.total_float_bytes} float "
+            f"({self.compression:.2f}x smaller)"
+        )
+        warns = [f"warning: {r.path}: {r.warning}" for r in self.layers if r.warning]
+        return "\n".join(lines + sorted(set(warns)))
+
+
+def _kernel_name(q: QTensor, m: int) -> str:
+    if q.act is not None:
+        op = "int8_matmul"
+        backend = pk.resolve_backend("auto", op="int8_matmul", m=m, k=q.k, n=q.n)
+    else:
+        op = f"quant_matmul[{q.fmt.element_code.value}]"
+        backend = pk.resolve_backend(
+            "auto", op="quant_matmul", m=m, k=q.k, n=q.n, code=q.fmt.element_code
+        )
+    return f"{op}/{backend}"
+
+
+def explain(model: Any, *, batch: Any = 1, measure: bool = False) -> Explanation:
+    """Report bytes per weight, the kernel chosen and the roofline bound for every quantized leaf.
+
+    Args:
+        model: a model returned by `jaxaccel.quantize` (Equinox, NNX or a pytree).
+        batch: tokens per matmul: an int, or an example input whose leading axes are the tokens.
+        measure: also time each quantized matmul against the float32 matmul on this device.
+
+    Returns:
+        An `Explanation`; print it for a table. Layers whose path is expected (or, with
+        ``measure=True``, measured) to be slower than float32 carry a plain warning.
+    """
+    if isinstance(batch, int):
+        m = batch
+    else:
+        shape = np.shape(batch)
+        m = int(math.prod(shape[:-1])) if len(shape) > 1 else 1
+    spec = DeviceSpec.detect()
+    cpu = jax.default_backend() == "cpu"
+    _, _, infos, _ = _describe(model)
+    reports = []
+    total = total_f = 0
+    for info in infos:
+        if info is None:
+            continue
+        leaf = info.value
+        if not isinstance(leaf, QTensor):
+            nb = int(leaf.size * leaf.dtype.itemsize)
+            total += nb
+            total_f += int(leaf.size * 4) if jnp.issubdtype(leaf.dtype, jnp.floating) else nb
+            continue
+        layers = math.prod(leaf.batch_shape)
+        nbytes = leaf.nbytes()
+        fbytes = int(math.prod(leaf.shape) * 4)
+        total += nbytes
+        total_f += fbytes
+        k, n = leaf.k, leaf.n
+        act = m * k * 4 + m * n * 4
+        flops = 2.0 * m * k * n * layers
+        bound = max(flops / spec.flops, (nbytes + act * layers) / spec.bandwidth) * 1e3
+        fbound = max(flops / spec.flops, (fbytes + act * layers) / spec.bandwidth) * 1e3
+        kernel = _kernel_name(leaf, m)
+        meas = meas_f = None
+        warning = None
+        if measure and not leaf.batch_shape:
+            from ._accelerate import qmatmul
+
+            x = jnp.ones((m, k), jnp.float32)
+            w = leaf.dequantize_2d()
+            meas = _median_time(jax.jit(qmatmul), x, leaf) * 1e3
+            meas_f = _median_time(jax.jit(jnp.dot), x, w) * 1e3
+            if meas > meas_f:
+                warning = f"measured {meas:.3f} ms vs float32 {meas_f:.3f} ms: slower than float here"
+        elif cpu and leaf.act is None:
+            warning = (
+                "weight-only dequantization on CPU is slower than float32 (3-30x measured in "
+                "benchmarks/quantize.py); it saves memory, not time. Use W8A8 for speed on CPU"
+            )
+        elif cpu and leaf.act is not None and m < 8:
+            warning = "W8A8 on CPU beats float32 only from about 8 tokens per matmul"
+        reports.append(
+            LayerReport(
+                path=info.path,
+                shape=tuple(leaf.shape),
+                fmt=("w8a8-" if leaf.act is not None else "") + describe(leaf.fmt),
+                bits_per_weight=8.0 * nbytes / math.prod(leaf.shape),
+                bytes=nbytes,
+                float_bytes=fbytes,
+                kernel=kernel,
+                bound_ms=bound,
+                float_bound_ms=fbound,
+                measured_ms=meas,
+                measured_float_ms=meas_f,
+                warning=warning,
+            )
+        )
+    return Explanation(
+        device=spec, tokens=m, layers=tuple(reports), total_bytes=total, total_float_bytes=total_f
+    )
