@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterator
@@ -210,14 +211,11 @@ def _(q: QTensor, *, permutation: tuple[int, ...]) -> QTensor | jax.Array:
     if q.batch_shape:
         return lax.transpose(q.materialise(), permutation)
     perm = list(permutation)
-    return eqx.tree_at(
-        lambda t: (t.core_shape, t.contract_axes, t.out_axes),
+    return dataclasses.replace(
         q,
-        (
-            tuple(q.core_shape[p] for p in perm),
-            tuple(perm.index(a) for a in q.contract_axes),
-            tuple(perm.index(a) for a in q.out_axes),
-        ),
+        core_shape=tuple(q.core_shape[p] for p in perm),
+        contract_axes=tuple(perm.index(a) for a in q.contract_axes),
+        out_axes=tuple(perm.index(a) for a in q.out_axes),
     )
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import quax
 from jax._src import core
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Shaped
 
 from pallas_kernels import pack_nibbles, unpack_nibbles
 
@@ -176,7 +176,7 @@ def _check_float(w: Any, where: str) -> None:
 
 
 def quantize_array(
-    w: Float[Array, "..."],
+    w: Shaped[Array, "..."],
     fmt: Format,
     granularity: Granularity = PerChannel(),
     *,

@@ -117,19 +117,18 @@ class Group(Granularity):
 class AdaptiveGroup(Granularity):
     """FineQuant-style group-wise scales that become coarser where ``size`` does not divide K.
 
-    Tries ``size``, then doubles it until it divides ``K``; if none does, uses one group per
-    channel. (Kim et al. 2023, "FineQuant: Unlocking Efficiency with Fine-Grained Weight-Only
-    Quantization for LLMs", arXiv:2308.09723, chooses group sizes of 32-128 per matrix.)
+    Uses ``size`` when it divides ``K``, else the smallest divisor of ``K`` above ``size`` (one
+    group per channel when ``K`` is prime). (Kim et al. 2023, "FineQuant: Unlocking Efficiency with
+    Fine-Grained Weight-Only Quantization for LLMs", arXiv:2308.09723, uses groups of 32-128 and
+    coarser ones where a matrix calls for it.)
     """
 
     size: int = 128
 
     def group_rows(self, k: int, *, where: str) -> int:
-        g = self.size
-        while g < k:
+        for g in range(min(self.size, k), k + 1):
             if k % g == 0:
                 return g
-            g *= 2
         return k
 
 
@@ -146,10 +145,10 @@ class BlockParams:
     have the same shape; ``tensor_scale`` is a float32 scalar (NVFP4's second level).
     """
 
-    scales: Array
-    zero: Array | None = None
-    scales_neg: Array | None = None
-    tensor_scale: Array | None = None
+    scales: Any
+    zero: Any = None
+    scales_neg: Any = None
+    tensor_scale: Any = None
 
 
 jax.tree_util.register_dataclass(
@@ -174,7 +173,7 @@ def _expand(p: Array, gk: int, n: int) -> Array:
 
 def _nearest(values: np.ndarray, y: Array) -> Array:
     """Index of the nearest entry of a sorted-or-not code book (ties to the lower index)."""
-    table = jnp.asarray(values, jnp.float32)
+    table = jnp.asarray(values, jnp.float32).reshape((1,) * y.ndim + (-1,))
     d = jnp.abs(y[..., None] - table)
     return jnp.argmin(d, axis=-1).astype(jnp.uint8)
 
@@ -263,9 +262,12 @@ class _IntFormat(Format):
             qmax = np.float32(2 ** (self.qbits - 1) - 1)
             return BlockParams(scales=jnp.maximum(_absmax(b) / qmax, _TINY))
         lo, hi = jnp.min(b, axis=1), jnp.max(b, axis=1)
-        # Keep 0 representable-ish and avoid a zero range; the zero point stays a float so the
-        # grid's ends are exactly lo and hi and the error bound is s/2 everywhere.
-        s = jnp.maximum((hi - lo) / np.float32(2**self.qbits - 1), _TINY)
+        # The zero point stays a float so the grid's ends are exactly lo and hi. A (near-)constant
+        # block would make s tiny and the zero point huge, losing float32 precision in
+        # w / s + zero: keep s >= 2^-12 of the block's magnitude.
+        mag = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
+        s = jnp.maximum((hi - lo) / np.float32(2**self.qbits - 1), mag * np.float32(2.0**-12))
+        s = jnp.maximum(s, _TINY)
         return BlockParams(scales=s, zero=-lo / s)
 
     def encode(self, w, p):
@@ -437,7 +439,8 @@ def error_bound(fmt: Format, w: Float[Array, "K N"], p: BlockParams) -> Float[Ar
     if p.tensor_scale is not None:
         s = s * p.tensor_scale
     if isinstance(fmt, _IntFormat):
-        return s / 2
+        # Half a step, plus float32 rounding of w / s + zero (|w / s + zero| <= 2^12 + 2^b).
+        return s * np.float32(0.5 + 2.0**-9) if not fmt.symmetric else s / 2
     if isinstance(fmt, FP8):
         m = fmt.mantissa_bits
         emin = float(jnp.finfo(fmt.dtype).minexp)
