@@ -32,7 +32,6 @@ from jaxtyping import ArrayLike
 
 import pallas_kernels as pk
 from pallas_kernels import ElementCode
-from pallas_kernels._backend import check_backend as _check_backend
 
 from ._arrays import QTensor
 
@@ -298,7 +297,7 @@ def accelerate(fn: Callable[..., Any], *, backend: str = "auto") -> Callable[...
         >>> qmodel = jaxaccel.quantize(model, jaxaccel.RTN(fmt=jaxaccel.Int8()))
         >>> y = jax.jit(jaxaccel.accelerate(lambda m, x: m(x)))(qmodel, x)
     """
-    _check_backend(backend)
+    pk.check_backend(backend)
 
     def inner(args, kwargs):
         args, kwargs = _merge_nnx((args, kwargs))

@@ -124,25 +124,26 @@ class Explanation:
         return "\n".join(lines + sorted(set(warns)))
 
 
-def _kernel_name(q: QTensor, m: int) -> str:
+def _kernel_name(q: QTensor, m: int, backend: str) -> str:
     if q.act is not None:
-        op = "int8_matmul"
-        backend = pk.resolve_backend("auto", op="int8_matmul", m=m, k=q.k, n=q.n)
-    else:
-        op = f"quant_matmul[{q.fmt.element_code.value}]"
-        backend = pk.resolve_backend(
-            "auto", op="quant_matmul", m=m, k=q.k, n=q.n, code=q.fmt.element_code
-        )
-    return f"{op}/{backend}"
+        return f"int8_matmul/{pk.int8_matmul_backend(backend)}"
+    code = q.fmt.element_code
+    chosen = pk.quant_matmul_backend(
+        m, q.k, q.payload.shape[-1], q.scales.shape[-2], code, backend
+    )
+    return f"quant_matmul[{code.value}]/{chosen}"
 
 
-def explain(model: Any, *, batch: Any = 1, measure: bool = False) -> Explanation:
+def explain(
+    model: Any, *, batch: Any = 1, measure: bool = False, backend: str = "auto"
+) -> Explanation:
     """Report bytes per weight, the kernel chosen and the roofline bound for every quantized leaf.
 
     Args:
         model: a model returned by `jaxaccel.quantize` (Equinox, NNX or a pytree).
         batch: tokens per matmul: an int, or an example input whose leading axes are the tokens.
         measure: also time each quantized matmul against the float32 matmul on this device.
+        backend: the kernel backend to report (as passed to `jaxaccel.accelerate`).
 
     Returns:
         An `Explanation`; print it for a table. Layers whose path is expected (or, with
@@ -177,7 +178,7 @@ def explain(model: Any, *, batch: Any = 1, measure: bool = False) -> Explanation
         flops = 2.0 * m * k * n * layers
         bound = max(flops / spec.flops, (nbytes + act * layers) / spec.bandwidth) * 1e3
         fbound = max(flops / spec.flops, (fbytes + act * layers) / spec.bandwidth) * 1e3
-        kernel = _kernel_name(leaf, m)
+        kernel = _kernel_name(leaf, m, backend)
         meas = meas_f = None
         warning = None
         if measure and not leaf.batch_shape:
@@ -185,7 +186,8 @@ def explain(model: Any, *, batch: Any = 1, measure: bool = False) -> Explanation
 
             x = jnp.ones((m, k), jnp.float32)
             w = leaf.dequantize_2d()
-            meas = _median_time(jax.jit(qmatmul), x, leaf) * 1e3
+            run = jax.jit(lambda x, q: qmatmul(x, q, backend=backend))
+            meas = _median_time(run, x, leaf) * 1e3
             meas_f = _median_time(jax.jit(jnp.dot), x, w) * 1e3
             if meas > meas_f:
                 warning = f"measured {meas:.3f} ms vs float32 {meas_f:.3f} ms: slower than float here"

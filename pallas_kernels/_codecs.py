@@ -80,7 +80,7 @@ class ElementCode(enum.Enum):
 
 
 def pack_nibbles(codes: jax.Array) -> jax.Array:
-    """Pack ``uint8`` codes in ``[0, 16)`` of shape ``[..., N]`` (N even) into ``uint8[..., N//2]``."""
+    """Pack ``uint8`` codes in ``[0, 16)``, shape ``[..., N]`` (N even), into ``uint8[..., N//2]``."""
     n = codes.shape[-1]
     if n % 2:
         raise ValueError(f"pack_nibbles needs an even last axis, got shape {codes.shape}")
