@@ -3,7 +3,7 @@
 Public API. Everything not re-exported here is private.
 """
 
-from . import _select as select
+from . import _select as select  # noqa: F401  (the selector namespace: ja.select.path(...))
 from ._accelerate import accelerate as accelerate, qmatmul as qmatmul
 from ._arrays import (
     ActQuant as ActQuant,

@@ -103,9 +103,7 @@ def _qmatmul_reference(xm: jax.Array, q: QTensor) -> jax.Array:
             xq, q.payload, (((1,), (0,)), ((), ())), preferred_element_type=jnp.int32
         )
         return (y.astype(jnp.float32) * sx * ws)[:, : q.n]
-    return jnp.dot(
-        xm.astype(jnp.float32), q.dequantize_2d(), preferred_element_type=jnp.float32
-    )
+    return jnp.dot(xm.astype(jnp.float32), q.dequantize_2d(), preferred_element_type=jnp.float32)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

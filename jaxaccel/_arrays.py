@@ -28,7 +28,6 @@ from ._formats import (
     Format,
     Granularity,
     PerChannel,
-    PerTensor,
     describe,
 )
 
@@ -167,7 +166,9 @@ class QTensor(quax.ArrayValue):
 def _check_float(w: Any, where: str) -> None:
     dt = jnp.dtype(getattr(w, "dtype", None) or np.asarray(w).dtype)
     if jnp.issubdtype(dt, jnp.complexfloating):
-        raise TypeError(f"{where}: cannot quantize a complex array (dtype {dt}); split it into real parts")
+        raise TypeError(
+            f"{where}: cannot quantize a complex array (dtype {dt}); split it into real parts"
+        )
     if not jnp.issubdtype(dt, jnp.floating):
         raise TypeError(
             f"{where}: can only quantize floating-point arrays, got dtype {dt}; "
@@ -206,7 +207,9 @@ def quantize_array(
     _check_float(w, where)
     w = jnp.asarray(w)
     if w.ndim < 2:
-        raise ValueError(f"{where}: only matrices and higher-rank kernels can be quantized, got shape {w.shape}")
+        raise ValueError(
+            f"{where}: only matrices and higher-rank kernels can be quantized, got shape {w.shape}"
+        )
     if not isinstance(w, jax.core.Tracer) and not bool(jnp.isfinite(w).all()):
         bad = int(jnp.size(w) - jnp.isfinite(w).sum())
         raise ValueError(f"{where}: weight has {bad} NaN/inf entries; refusing to quantize it")
@@ -215,7 +218,9 @@ def quantize_array(
     contract_axes = tuple(a % w.ndim for a in contract_axes)
     out_axes = tuple(a for a in range(w.ndim) if a not in contract_axes)
     if not out_axes or not contract_axes:
-        raise ValueError(f"{where}: contract_axes {contract_axes} must leave at least one output axis")
+        raise ValueError(
+            f"{where}: contract_axes {contract_axes} must leave at least one output axis"
+        )
     k = math.prod(w.shape[a] for a in contract_axes)
     n = math.prod(w.shape[a] for a in out_axes)
     w2 = jnp.transpose(w, contract_axes + out_axes).reshape(k, n).astype(jnp.float32)
@@ -295,6 +300,4 @@ def _is_value(x: Any) -> bool:
 
 def materialise(tree: Any) -> Any:
     """Replace every accelerated array value in ``tree`` by the plain array it represents."""
-    return jax.tree.map(
-        lambda x: x.materialise() if _is_value(x) else x, tree, is_leaf=_is_value
-    )
+    return jax.tree.map(lambda x: x.materialise() if _is_value(x) else x, tree, is_leaf=_is_value)

@@ -100,8 +100,14 @@ def run(size: str, seed: int, out: Any = None, only: Sequence[str] | None = None
     reps = 5 if size == "tiny" else 20
     fp32_ms = _time(jax.jit(apply), model, x, reps=reps)
     fbytes = sum(leaf.nbytes for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array)))
-    rows = [dict(recipe="fp32", bytes=int(fbytes), ratio_bytes=1.0, rel_err=0.0, ms=fp32_ms, speedup=1.0)]
-    print(f"quantize-demo: {nblocks} MLP block(s), d={d}, {tokens} tokens per call, device {jax.devices()[0]}")
+    rows = [
+        dict(
+            recipe="fp32", bytes=int(fbytes), ratio_bytes=1.0, rel_err=0.0, ms=fp32_ms, speedup=1.0
+        )
+    ]
+    print(
+        f"quantize-demo: {nblocks} MLP block(s), d={d}, {tokens} tokens per call, device {jax.devices()[0]}"
+    )
     header = f"{'recipe':<18} {'bytes':>11} {'smaller':>8} {'rel.err':>9} {'ms':>9} {'vs fp32':>8}"
     print(header)
     print("-" * len(header))
@@ -113,7 +119,7 @@ def run(size: str, seed: int, out: Any = None, only: Sequence[str] | None = None
         y = run_fn(qm, x)
         err = float(jnp.linalg.norm(y - ref) / jnp.linalg.norm(ref))
         ms = _time(run_fn, qm, x, reps=reps)
-        rep = explain(qm, batch=tokens)
+        rep = explain(qm, batch=tokens, measure=False)
         row = dict(
             recipe=name,
             bytes=rep.total_bytes,
@@ -129,8 +135,14 @@ def run(size: str, seed: int, out: Any = None, only: Sequence[str] | None = None
             f"{row['speedup']:>7.2f}x"
         )
     summary = dict(
-        job="quantize-demo", size=size, seed=seed, device=str(jax.devices()[0]), d_model=d,
-        blocks=nblocks, tokens=tokens, rows=rows,
+        job="quantize-demo",
+        size=size,
+        seed=seed,
+        device=str(jax.devices()[0]),
+        d_model=d,
+        blocks=nblocks,
+        tokens=tokens,
+        rows=rows,
     )
     if out is not None:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -251,9 +251,10 @@ class _IntFormat(Format):
 
     @property
     def element_code(self) -> ElementCode:
-        sym, asym = {8: (ElementCode.INT8, ElementCode.UINT8), 4: (ElementCode.INT4, ElementCode.UINT4)}[
-            self.qbits
-        ]
+        sym, asym = {
+            8: (ElementCode.INT8, ElementCode.UINT8),
+            4: (ElementCode.INT4, ElementCode.UINT4),
+        }[self.qbits]
         return sym if self.symmetric else asym
 
     def fit(self, w, gk, per_column):

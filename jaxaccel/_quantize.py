@@ -141,7 +141,10 @@ class GPTQ(Recipe):
 
     def __post_init__(self):
         self._check()
-        if getattr(self.fmt, "fixed_block", None) is not None and type(self.fmt).__name__ == "NVFP4":
+        if (
+            getattr(self.fmt, "fixed_block", None) is not None
+            and type(self.fmt).__name__ == "NVFP4"
+        ):
             raise ValueError("GPTQ: NVFP4's tensor-level scale is not supported by GPTQ; use MXFP4")
 
 
@@ -215,10 +218,16 @@ def _describe(model: Any) -> tuple[list[Any], Any, list[select.Leaf | None], Cal
             continue
         name = _path_str(p)
         kind, axes, nb = kinds.get(id(leaf), ("other", None, 0))
-        if plain and kind == "other" and leaf.ndim == 2 and name.split(".")[-1] in (
-            "weight",
-            "kernel",
-            "w",
+        if (
+            plain
+            and kind == "other"
+            and leaf.ndim == 2
+            and name.split(".")[-1]
+            in (
+                "weight",
+                "kernel",
+                "w",
+            )
         ):
             kind, axes, nb = "linear", (0,), 0  # plain params: x @ W
         infos.append(select.Leaf(name, leaf, kind, axes, nb))
@@ -321,7 +330,7 @@ def _calibrate(
         if info.batch_ndim:
             raise ValueError(
                 f"{info.path}: calibrated recipes need one weight per layer; this leaf stacks "
-                f"{info.value.shape[:info.batch_ndim]} layers (scan-over-layers). Use RTN for it, "
+                f"{info.value.shape[: info.batch_ndim]} layers (scan-over-layers). Use RTN for it, "
                 "or exclude it from `select`"
             )
         k = math.prod(info.value.shape[a] for a in info.contract_axes)
@@ -394,12 +403,18 @@ def _quantize_leaf(info: select.Leaf, recipe: Recipe, st: _Stats | None) -> QTen
         nd = w.ndim - info.batch_ndim
         axes = (0,) if nd == 2 else tuple(range(max(nd - 1, 0)))
     if w.ndim - info.batch_ndim < 2:
-        raise ValueError(f"{where}: only matrices and higher-rank kernels can be quantized, got shape {w.shape}")
+        raise ValueError(
+            f"{where}: only matrices and higher-rank kernels can be quantized, got shape {w.shape}"
+        )
     core_axes = tuple(a - info.batch_ndim for a in axes)
 
     if isinstance(recipe, RTN):
         fn = lambda v: quantize_array(
-            v, recipe.fmt, recipe.granularity, contract_axes=core_axes, act=recipe.activations,
+            v,
+            recipe.fmt,
+            recipe.granularity,
+            contract_axes=core_axes,
+            act=recipe.activations,
             where=where,
         )
         if info.batch_ndim:
@@ -446,7 +461,9 @@ def _quantize_leaf(info: select.Leaf, recipe: Recipe, st: _Stats | None) -> QTen
         flat = lambda x: None if x is None else x.reshape(k // gk, -1)
         params = BlockParams(flat(params.scales), flat(params.zero), flat(params.scales_neg), None)
         qw = _from_storage(fq, w, c, o).astype(w.dtype)
-        return quantize_array(qw, fmt, recipe.granularity, contract_axes=c, params=params, where=where)
+        return quantize_array(
+            qw, fmt, recipe.granularity, contract_axes=c, params=params, where=where
+        )
     raise TypeError(f"unknown recipe {recipe!r}")
 
 
@@ -484,9 +501,13 @@ def quantize(
     """
     del key
     if not isinstance(recipe, Recipe):
-        raise TypeError(f"recipe: expected a jaxaccel recipe (RTN, SmoothQuant, ...), got {recipe!r}")
+        raise TypeError(
+            f"recipe: expected a jaxaccel recipe (RTN, SmoothQuant, ...), got {recipe!r}"
+        )
     leaves, _, infos, rebuild = _describe(model)
-    chosen = [i for i in infos if i is not None and not isinstance(i.value, QTensor) and recipe.select(i)]
+    chosen = [
+        i for i in infos if i is not None and not isinstance(i.value, QTensor) and recipe.select(i)
+    ]
     if not chosen:
         paths = [i.path for i in infos if i is not None][:12]
         raise ValueError(
@@ -499,11 +520,18 @@ def quantize(
         if data is None:
             raise ValueError(f"data: {type(recipe).__name__} needs calibration data, got None")
         stats = _calibrate(
-            leaves, rebuild, chosen, index_of, data, apply or _default_apply,
+            leaves,
+            rebuild,
+            chosen,
+            index_of,
+            data,
+            apply or _default_apply,
             hessian=isinstance(recipe, GPTQ),
         )
     elif data is not None:
-        warnings.warn(f"data: {type(recipe).__name__} does not use calibration data; ignored", stacklevel=2)
+        warnings.warn(
+            f"data: {type(recipe).__name__} does not use calibration data; ignored", stacklevel=2
+        )
     new = list(leaves)
     for info in chosen:
         i = index_of[id(info)]

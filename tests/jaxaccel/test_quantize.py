@@ -140,7 +140,10 @@ def test_no_retrace(mlp, xs):
     f = jax.jit(eqx.debug.assert_max_traces(ja.accelerate(apply), max_traces=1))
     f(q, xs)
     f(q, xs + 1.0)
-    q2 = ja.quantize(eqx.tree_at(lambda m: m.l1.bias, mlp, mlp.l1.bias + 1), ja.RTN(fmt=ja.Int4(), granularity=ja.Group(32)))
+    q2 = ja.quantize(
+        eqx.tree_at(lambda m: m.l1.bias, mlp, mlp.l1.bias + 1),
+        ja.RTN(fmt=ja.Int4(), granularity=ja.Group(32)),
+    )
     f(q2, xs)  # same structure, new values: no retrace
 
 
@@ -192,7 +195,9 @@ def test_transpose_keeps_kernel_path(xs):
     np.testing.assert_allclose(jax.jit(f)(q, xs), xs @ q.materialise().T, rtol=1e-5, atol=1e-4)
     # The weight is never materialised as [16, 64] and transposed: the transpose only relabels.
     eqns = jax.make_jaxpr(f)(q, xs).jaxpr.eqns
-    assert not [e for e in eqns if e.primitive is lax.transpose_p and e.invars[0].aval.shape == (16, 64)]
+    assert not [
+        e for e in eqns if e.primitive is lax.transpose_p and e.invars[0].aval.shape == (16, 64)
+    ]
 
 
 def test_conv_weight_only_and_w8a8(getkey):
@@ -270,7 +275,9 @@ def test_bad_inputs(mlp, xs):
     with pytest.raises(ValueError, match=r"l1.bias: only matrices"):
         ja.quantize(mlp, ja.RTN(select=ja.select.path(r"l1\.bias")))
     short = {"w": jnp.ones((16, 8), jnp.float32)}
-    with pytest.raises(ValueError, match=r"w: mxfp4 needs the contraction axis to be a multiple of its block of 32"):
+    with pytest.raises(
+        ValueError, match=r"w: mxfp4 needs the contraction axis to be a multiple of its block of 32"
+    ):
         ja.quantize(short, ja.RTN(fmt=ja.MXFP4()))
     nan = {"w": jnp.ones((16, 8), jnp.float32).at[3, 2].set(jnp.nan)}
     with pytest.raises(ValueError, match=r"w: weight has 1 NaN/inf"):
