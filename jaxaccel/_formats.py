@@ -11,7 +11,7 @@ Error bounds (per element, ``s`` the block scale after any rounding of the scale
 ===========  =========================================================================
 format       bound on ``|w - dequantize(quantize(w))|``
 ===========  =========================================================================
-Int8/Int4    ``s / 2`` (symmetric: ``s = absmax / qmax``; asymmetric: ``s = range / (2^b - 1)``)
+Int8/Int4    ``s / 2`` (symmetric: ``s = absmax / (2^(b-1) - 1/2)``; asymmetric: ``s = range / (2^b - 1)``)
 FP8          ``|w| * 2^-(m+1)`` plus the subnormal step ``s * 2^(emin - m) / 2``
 NF4          ``s * max_gap / 2`` with ``s = absmax`` and NF4's widest gap
 FP4/MXFP4/   ``s * 1`` (E2M1's widest gap, between 4 and 6, is 2) with ``s = absmax / 6``
@@ -260,8 +260,10 @@ class _IntFormat(Format):
     def fit(self, w, gk, per_column):
         b = _blocks(w, gk, per_column)
         if self.symmetric:
-            qmax = np.float32(2 ** (self.qbits - 1) - 1)
-            return BlockParams(scales=jnp.maximum(_absmax(b) / qmax, _TINY))
+            # absmax maps to 2^(b-1) - 1/2 so the whole code range [-2^(b-1), 2^(b-1) - 1] is used;
+            # the clipped end (+absmax -> 2^(b-1) - 1) is still within half a step.
+            half = np.float32(2 ** (self.qbits - 1) - 0.5)
+            return BlockParams(scales=jnp.maximum(_absmax(b) / half, _TINY))
         lo, hi = jnp.min(b, axis=1), jnp.max(b, axis=1)
         # The zero point stays a float so the grid's ends are exactly lo and hi. A (near-)constant
         # block would make s tiny and the zero point huge, losing float32 precision in
@@ -276,8 +278,8 @@ class _IntFormat(Format):
         gk = k // p.scales.shape[0]
         s = _expand(p.scales, gk, n)
         if self.symmetric:
-            qmax = np.float32(2 ** (self.qbits - 1) - 1)
-            q = jnp.clip(jnp.round(w / s), -qmax, qmax)
+            lo, hi = -(2 ** (self.qbits - 1)), 2 ** (self.qbits - 1) - 1
+            q = jnp.clip(jnp.round(w / s), np.float32(lo), np.float32(hi))
             if self.qbits == 8:
                 return q.astype(jnp.int8)
             return (q.astype(jnp.int32) & 0xF).astype(jnp.uint8)
@@ -288,7 +290,7 @@ class _IntFormat(Format):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Int8(_IntFormat):
-    """8-bit integers: symmetric (int8 codes in [-127, 127]) or asymmetric (uint8 + zero point)."""
+    """8-bit integers: symmetric (int8 codes in [-128, 127]) or asymmetric (uint8 + zero point)."""
 
     qbits: ClassVar[int] = 8
     code: ClassVar[ElementCode] = ElementCode.INT8
@@ -296,7 +298,7 @@ class Int8(_IntFormat):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Int4(_IntFormat):
-    """4-bit integers packed two per byte: symmetric ([-7, 7]) or asymmetric ([0, 15] + zero)."""
+    """4-bit integers packed two per byte: symmetric ([-8, 7]) or asymmetric ([0, 15] + zero)."""
 
     qbits: ClassVar[int] = 4
     code: ClassVar[ElementCode] = ElementCode.INT4
