@@ -442,8 +442,9 @@ def error_bound(fmt: Format, w: Float[Array, "K N"], p: BlockParams) -> Float[Ar
     if p.tensor_scale is not None:
         s = s * p.tensor_scale
     if isinstance(fmt, _IntFormat):
-        # Half a step, plus float32 rounding of w / s + zero (|w / s + zero| <= 2^12 + 2^b).
-        return s * np.float32(0.5 + 2.0**-9) if not fmt.symmetric else s / 2
+        # Half a step, plus float32 rounding of w / s (+ zero) and of code * s: with a zero
+        # point |w / s + zero| can reach 2^12 + 2^b, otherwise it stays below 2^(b-1).
+        return s * np.float32(0.5 + (2.0**-9 if not fmt.symmetric else 2.0**-14))
     if isinstance(fmt, FP8):
         m = fmt.mantissa_bits
         emin = float(jnp.finfo(fmt.dtype).minexp)
