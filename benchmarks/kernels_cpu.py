@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import pathlib
-import platform
 import random
 import statistics
 import time
 from collections.abc import Callable
 
+import _common as common  # benchmarks/ is on sys.path when this file runs as a script
 import jax
 import jax.numpy as jnp
 
@@ -65,16 +64,6 @@ def _weights(key: jax.Array) -> dict[str, tuple]:
             ElementCode.E2M1,
         ),
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _int4_native(x, w, scales):
@@ -186,7 +175,7 @@ def main() -> None:
 
     report = {
         "benchmark": "kernels_cpu",
-        "device": f"{_cpu_name()}, {os.cpu_count()} cores (jax device: {jax.devices()[0]})",
+        "device": common.device_string(),
         "jax": jax.__version__,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "shape": f"x float32 [M, {K}] @ W [{K}, {N}]",

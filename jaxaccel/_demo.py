@@ -4,19 +4,17 @@ print bytes, output error against float32, and speed on this device."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _cli
 from ._accelerate import accelerate
 from ._arrays import ActQuant
-from ._explain import explain
+from ._explain import _median_time, explain
 from ._formats import FP8, MXFP4, NF4, NVFP4, Group, Int4, Int8
 from ._quantize import GPTQ, RTN, MergeQuant, Recipe, SmoothQuant, quantize
 
@@ -74,17 +72,6 @@ def recipes() -> dict[str, Recipe]:
     }
 
 
-def _time(fn: Any, *args: Any, reps: int) -> float:
-    jax.block_until_ready(fn(*args))
-    jax.block_until_ready(fn(*args))
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts)) * 1e3
-
-
 def run(size: str, seed: int, out: Any = None, only: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the demo; returns the summary (also written to ``out/summary.json`` when given)."""
     d, nblocks, tokens, ncal = _SIZES[size]
@@ -98,7 +85,7 @@ def run(size: str, seed: int, out: Any = None, only: Sequence[str] | None = None
     run_fn = jax.jit(accelerate(apply))
     ref = apply(model, x)
     reps = 5 if size == "tiny" else 20
-    fp32_ms = _time(jax.jit(apply), model, x, reps=reps)
+    fp32_ms = _median_time(jax.jit(apply), model, x, reps=reps) * 1e3
     fbytes = sum(leaf.nbytes for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array)))
     rows = [
         dict(
@@ -118,7 +105,7 @@ def run(size: str, seed: int, out: Any = None, only: Sequence[str] | None = None
         qm = quantize(model, recipe, data=calib if recipe.needs_data else None, apply=apply)
         y = run_fn(qm, x)
         err = float(jnp.linalg.norm(y - ref) / jnp.linalg.norm(ref))
-        ms = _time(run_fn, qm, x, reps=reps)
+        ms = _median_time(run_fn, qm, x, reps=reps) * 1e3
         rep = explain(qm, batch=tokens, measure=False)
         row = dict(
             recipe=name,

@@ -15,6 +15,7 @@ import dataclasses
 from typing import Literal, get_args
 
 import jax
+from jax.experimental.pallas import triton as pltriton
 
 Backend = Literal["auto", "xla", "pallas", "interpret"]
 Resolved = Literal["xla", "pallas", "interpret"]
@@ -110,3 +111,19 @@ def resolve_backend(
                 "use backend='xla' or 'auto'"
             )
     return backend
+
+
+def round_up(n: int, m: int) -> int:
+    """``n`` rounded up to a multiple of ``m``."""
+    return -(-n // m) * m
+
+
+def triton_params(interpret: bool) -> pltriton.CompilerParams | None:
+    """Compiler parameters for a compiled GPU `pallas_call` (None when interpreting or on TPU).
+
+    jax 0.10 lowers a GPU pallas_call with Mosaic GPU unless given Triton parameters; our kernels
+    are written for Triton (tiles of any power of two, no warpgroup-sized copies).
+    """
+    if interpret or jax.default_backend() == "tpu":
+        return None
+    return pltriton.CompilerParams(num_warps=4, num_stages=2)

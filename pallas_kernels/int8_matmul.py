@@ -13,10 +13,9 @@ import typing
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as pltriton
 from jaxtyping import Array, Float, Int8
 
-from ._backend import Backend, BlockSizes, Resolved, resolve_backend
+from ._backend import Backend, BlockSizes, Resolved, resolve_backend, round_up, triton_params
 
 # What backend="auto" runs on CPU: the interpreted kernel. Against expectation it beats XLA's own
 # int8 dot_general (preferred_element_type=int32). benchmarks/kernels_cpu.py (2-core AMD EPYC,
@@ -61,18 +60,6 @@ class _Plan:
     out_dtype: jnp.dtype
 
 
-def _compiler_params(plan: _Plan) -> pltriton.CompilerParams | None:
-    # jax 0.10 lowers a GPU pallas_call with Mosaic GPU unless given Triton parameters; this
-    # kernel is written for Triton (tiles of any power of two, no warpgroup-sized copies).
-    if plan.interpret or jax.default_backend() == "tpu":
-        return None
-    return pltriton.CompilerParams(num_warps=4, num_stages=2)
-
-
-def _round_up(n: int, m: int) -> int:
-    return -(-n // m) * m
-
-
 def _fit(dim: int, block: int, compiled: bool, minimum: int) -> int:
     if compiled:  # Triton: power-of-two tiles, int8 MMA wants >= 16 (M, N) and >= 32 (K)
         return max(minimum, min(1 << (block.bit_length() - 1), pl.next_power_of_2(dim)))
@@ -106,7 +93,7 @@ def _run_kernel(
 ) -> Float[Array, "M N"]:
     bm, bn, bk = plan.block_m, plan.block_n, plan.block_k
     (m, k), n = xq.shape, wq.shape[1]
-    mp, np_, kp = _round_up(m, bm), _round_up(n, bn), _round_up(k, bk)
+    mp, np_, kp = round_up(m, bm), round_up(n, bn), round_up(k, bk)
     xq = jnp.pad(xq, ((0, mp - m), (0, kp - k)))
     wq = jnp.pad(wq, ((0, kp - k), (0, np_ - n)))
     x_scale = jnp.pad(x_scale.astype(jnp.float32), ((0, mp - m), (0, 0)))
@@ -123,7 +110,7 @@ def _run_kernel(
         out_specs=pl.BlockSpec((bm, bn), lambda i, j: (i, j)),
         out_shape=jax.ShapeDtypeStruct((mp, np_), plan.out_dtype),
         interpret=plan.interpret,
-        compiler_params=_compiler_params(plan),
+        compiler_params=triton_params(plan.interpret),
         name="int8_matmul",
     )(xq, wq, x_scale, w_scale)
     return out[:m, :n]

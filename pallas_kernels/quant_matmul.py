@@ -27,10 +27,9 @@ import typing
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as pltriton
 from jaxtyping import Array, Float, Shaped
 
-from ._backend import Backend, BlockSizes, Resolved, resolve_backend
+from ._backend import Backend, BlockSizes, Resolved, resolve_backend, round_up, triton_params
 from ._codecs import ElementCode, decode_codes, decode_scales, unpack_nibbles
 
 # What backend="auto" runs on CPU: the interpreted kernel, with whole-output tiles and 512-long K
@@ -285,10 +284,6 @@ def _quant_matmul_kernel(
         o_ref[...] = accs[0].astype(o_ref.dtype)
 
 
-def _round_up(n: int, m: int) -> int:
-    return -(-n // m) * m
-
-
 def _pow2_floor(n: int) -> int:
     return 1 << (max(n, 1).bit_length() - 1)
 
@@ -309,7 +304,7 @@ def _k_tiling(k: int, groups: int, block_k: int, compiled: bool) -> tuple[int, i
     group_k = k // groups
     if groups == 1:  # per-channel / per-tensor: any step, pad K; scale row 0 throughout
         bk = _fit(k, block_k, compiled)
-        kp = _round_up(k, bk)
+        kp = round_up(k, bk)
         return bk, kp, kp
     want = _pow2_floor(block_k) if compiled else block_k
     if group_k >= want or (compiled and group_k & (group_k - 1)):
@@ -328,7 +323,7 @@ def _k_tiling(k: int, groups: int, block_k: int, compiled: bool) -> tuple[int, i
         if per_step * group_k < 16:
             per_step = 16 // group_k
     bk = per_step * group_k
-    return bk, _round_up(groups, per_step) * group_k, group_k
+    return bk, round_up(groups, per_step) * group_k, group_k
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -341,14 +336,6 @@ class _Plan:
     group_k: int
     interpret: bool
     out_dtype: jnp.dtype
-
-
-def _compiler_params(plan: _Plan) -> pltriton.CompilerParams | None:
-    # jax 0.10 lowers a GPU pallas_call with Mosaic GPU unless given Triton parameters; this
-    # kernel is written for Triton (tiles of any power of two, no warpgroup-sized copies).
-    if plan.interpret or jax.default_backend() == "tpu":
-        return None
-    return pltriton.CompilerParams(num_warps=4, num_stages=2)
 
 
 def _plan(
@@ -392,7 +379,7 @@ def _run_kernel(
     m, k = x.shape
     nh = payload.shape[1]
     n = 2 * nh if code.is_4bit else nh
-    mp, nhp = _round_up(m, bm), _round_up(nh, bn)
+    mp, nhp = round_up(m, bm), round_up(nh, bn)
     groups = scales.shape[0]
     gp = 1 if groups == 1 else kp // plan.group_k
 
@@ -434,7 +421,7 @@ def _run_kernel(
         out_specs=out_spec,
         out_shape=out_shape,
         interpret=plan.interpret,
-        compiler_params=_compiler_params(plan),
+        compiler_params=triton_params(plan.interpret),
         name=f"quant_matmul_{code.value}",
     )(x, payload, *side)
     if code.is_4bit:
