@@ -13,6 +13,13 @@ from ._arrays import (
     materialise as materialise,
     quantize_array as quantize_array,
 )
+from ._cache import (
+    AbstractCacheable as AbstractCacheable,
+    CachedModel as CachedModel,
+    KVCache as KVCache,
+    KVCacheConfig as KVCacheConfig,
+    cache as cache,
+)
 from ._explain import explain as explain
 from ._formats import (
     AFPQ as AFPQ,
