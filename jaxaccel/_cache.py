@@ -196,9 +196,7 @@ class CachedModel(eqx.Module):
             kv = dataclasses.replace(kv, start=jnp.asarray(start, jnp.int32))
         return kv
 
-    def step(
-        self, kv: KVCache, tokens: Int[Array, "B T"]
-    ) -> tuple[Float[Array, "B T V"], KVCache]:
+    def step(self, kv: KVCache, tokens: Int[Array, "B T"]) -> tuple[Float[Array, "B T V"], KVCache]:
         """Run ``tokens`` (written at slots ``length ...``) and return logits and the new cache."""
         t = tokens.shape[1]
         slots = kv.length + jnp.arange(t, dtype=jnp.int32)
@@ -207,7 +205,7 @@ class CachedModel(eqx.Module):
         return logits, kv.advance(t)
 
 
-def cache(model: AbstractCacheable, config: KVCacheConfig) -> CachedModel:
+def cache(model: Any, config: Any) -> CachedModel:
     """Return a cached version of ``model``: same weights, decoding against a static KV cache.
 
     Args:
@@ -220,7 +218,7 @@ def cache(model: AbstractCacheable, config: KVCacheConfig) -> CachedModel:
     Example:
         >>> cm = jaxaccel.cache(model, jaxaccel.KVCacheConfig(size=512, storage="int8"))
         >>> kv = cm.init(batch=1)
-        >>> logits, kv = jax.jit(cm.step)(kv, prompt_tokens)
+        >>> logits, kv = eqx.filter_jit(cm.step)(kv, prompt_tokens)
     """
     if not isinstance(model, AbstractCacheable):
         raise TypeError(

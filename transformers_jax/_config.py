@@ -49,7 +49,15 @@ class DecoderConfig:
     pad_token_id: int | None = None
 
     def __post_init__(self):
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff"):
+        for name in (
+            "vocab_size",
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "head_dim",
+            "d_ff",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"DecoderConfig.{name} must be a positive int, got {v!r}")
@@ -60,4 +68,6 @@ class DecoderConfig:
         if self.family not in ("llama", "gpt2"):
             raise ValueError(f"DecoderConfig.family must be 'llama' or 'gpt2', got {self.family!r}")
         if self.family == "gpt2" and self.n_kv_heads != self.n_heads:
-            raise ValueError("DecoderConfig: gpt2 uses multi-head attention (n_kv_heads == n_heads)")
+            raise ValueError(
+                "DecoderConfig: gpt2 uses multi-head attention (n_kv_heads == n_heads)"
+            )

@@ -57,7 +57,9 @@ class Sample:
 Sampler = Greedy | Sample
 
 
-def sample_logits(key: jax.Array, logits: Float[Array, "B V"], sampler: Sampler) -> Int[Array, " B"]:
+def sample_logits(
+    key: jax.Array, logits: Float[Array, "B V"], sampler: Sampler
+) -> Int[Array, " B"]:
     """Draw one token per row according to ``sampler``."""
     logits = logits.astype(jnp.float32)
     if isinstance(sampler, Greedy):
@@ -73,7 +75,11 @@ def sample_logits(key: jax.Array, logits: Float[Array, "B V"], sampler: Sampler)
         probs = jax.nn.softmax(sorted_logits, axis=-1)
         before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly before each token
         keep_sorted = before < np.float32(sampler.top_p)  # always keeps the first token
-        keep = jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
+        keep = (
+            jnp.zeros_like(keep_sorted)
+            .at[jnp.arange(logits.shape[0])[:, None], order]
+            .set(keep_sorted)
+        )
         logits = jnp.where(keep, logits, neg)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
@@ -158,8 +164,14 @@ _EXECUTABLES: dict[Any, Any] = {}
 @functools.lru_cache(maxsize=32)
 def _compiled(max_new, sampler, stop, pad, cache_config, backend, stream, on_token):
     fn = functools.partial(
-        _program, max_new=max_new, sampler=sampler, stop=stop, pad=pad,
-        cache_config=cache_config, stream=stream, on_token=on_token,
+        _program,
+        max_new=max_new,
+        sampler=sampler,
+        stop=stop,
+        pad=pad,
+        cache_config=cache_config,
+        stream=stream,
+        on_token=on_token,
     )
     return jax.jit(jaxaccel.accelerate(fn, backend=backend))
 
@@ -208,7 +220,9 @@ def generate(
             raise ValueError(f"prompts[{r}] is empty: every row needs at least one token")
         bad = [t for t in p if not 0 <= t < cfg.vocab_size]
         if bad:
-            raise ValueError(f"prompts[{r}]: token ids must lie in [0, {cfg.vocab_size}), got {bad[:5]}")
+            raise ValueError(
+                f"prompts[{r}]: token ids must lie in [0, {cfg.vocab_size}), got {bad[:5]}"
+            )
     longest = max(map(len, prompts))
     p_len = _bucket(longest)
     size = -(-(p_len + max_new_tokens) // 64) * 64
@@ -225,8 +239,14 @@ def generate(
         start[r] = p_len - len(p)
     cache_config = jaxaccel.KVCacheConfig(size=size, storage=kv_storage)
     fn = _compiled(
-        max_new_tokens, sampler, tuple(int(t) for t in stop_tokens), int(pad), cache_config,
-        backend, on_token is not None, on_token,
+        max_new_tokens,
+        sampler,
+        tuple(int(t) for t in stop_tokens),
+        int(pad),
+        cache_config,
+        backend,
+        on_token is not None,
+        on_token,
     )
     key = jax.random.key(0) if key is None else key  # unused by Greedy
     args = (model, jnp.asarray(rows), jnp.asarray(start), key)
@@ -259,7 +279,9 @@ def generate(
     )
 
 
-def perplexity(model: Decoder, tokens: Sequence[int], *, window: int = 256, backend: str = "auto") -> float:
+def perplexity(
+    model: Decoder, tokens: Sequence[int], *, window: int = 256, backend: str = "auto"
+) -> float:
     """Perplexity of ``tokens`` under ``model``: non-overlapping windows of ``window`` tokens,
     each scored from its own start (the first token of each window is context only)."""
     ids = np.asarray(tokens, np.int32)

@@ -34,8 +34,13 @@ def _linear(x: Array, lin: eqx.nn.Linear) -> Array:
     """``x[..., in] @ W.T + b`` for a torch-layout ``eqx.nn.Linear`` (works on `QTensor` weights)."""
     y = jnp.einsum("...i,oi->...o", x, lin.weight)
     if lin.bias is not None:
-        y = y + lin.bias
+        y = y + _lastdim(lin.bias, y.ndim)
     return y
+
+
+def _lastdim(v: Array, ndim: int) -> Array:
+    """Reshape a vector to broadcast along the last axis of an ``ndim``-array (explicit ranks)."""
+    return v.reshape((1,) * (ndim - 1) + (-1,))
 
 
 class Norm(eqx.Module):
@@ -49,18 +54,21 @@ class Norm(eqx.Module):
         xf = x.astype(jnp.float32)
         if self.bias is None:
             y = xf * lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + np.float32(self.eps))
-            return (y * self.weight).astype(x.dtype)
+            return (y * _lastdim(self.weight, y.ndim)).astype(x.dtype)
         mu = jnp.mean(xf, axis=-1, keepdims=True)
         var = jnp.mean((xf - mu) ** 2, axis=-1, keepdims=True)
         y = (xf - mu) * lax.rsqrt(var + np.float32(self.eps))
-        return (y * self.weight + self.bias).astype(x.dtype)
+        return (y * _lastdim(self.weight, y.ndim) + _lastdim(self.bias, y.ndim)).astype(x.dtype)
 
 
 def rope(x: Float[Array, "B H T D"], positions: Int[Array, "B T"], theta: float) -> Array:
     """Rotary embedding in the HF "rotate half" convention (pairs ``(i, i + D/2)``)."""
     d = x.shape[-1]
     inv = 1.0 / (theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
-    ang = positions.astype(jnp.float32)[:, None, :, None] * jnp.asarray(inv, jnp.float32)
+    ang = (
+        positions.astype(jnp.float32)[:, None, :, None]
+        * jnp.asarray(inv, jnp.float32)[None, None, None, :]
+    )
     cos = jnp.concatenate([jnp.cos(ang)] * 2, axis=-1)
     sin = jnp.concatenate([jnp.sin(ang)] * 2, axis=-1)
     x1, x2 = x[..., : d // 2], x[..., d // 2 :]
@@ -85,7 +93,9 @@ class MLP(eqx.Module):
     def __call__(self, x: Array) -> Array:
         if self.gate_proj is None:
             return _linear(jax.nn.gelu(_linear(x, self.up_proj), approximate=True), self.down_proj)
-        return _linear(jax.nn.silu(_linear(x, self.gate_proj)) * _linear(x, self.up_proj), self.down_proj)
+        return _linear(
+            jax.nn.silu(_linear(x, self.gate_proj)) * _linear(x, self.up_proj), self.down_proj
+        )
 
 
 class Block(eqx.Module):
@@ -117,7 +127,9 @@ class Decoder(AbstractCacheable):
         c = self.config
         return c.n_layers, c.n_kv_heads, c.head_dim
 
-    def __call__(self, tokens: Int[Array, "B T"], *, start: Int[Array, " B"] | None = None) -> Array:
+    def __call__(
+        self, tokens: Int[Array, "B T"], *, start: Int[Array, " B"] | None = None
+    ) -> Array:
         """Logits ``[B, T, V]`` for full sequences (causal; ``start[b]`` = left padding)."""
         b, t = tokens.shape
         start = jnp.zeros((b,), jnp.int32) if start is None else start
@@ -148,9 +160,21 @@ class Decoder(AbstractCacheable):
             p, i = inp
             blk = eqx.combine(p, static)
             a = blk.attn_norm(h)
-            q = _linear(a, blk.attn.q_proj).reshape(b, t, c.n_heads, c.head_dim).transpose(0, 2, 1, 3)
-            k = _linear(a, blk.attn.k_proj).reshape(b, t, c.n_kv_heads, c.head_dim).transpose(0, 2, 1, 3)
-            v = _linear(a, blk.attn.v_proj).reshape(b, t, c.n_kv_heads, c.head_dim).transpose(0, 2, 1, 3)
+            q = (
+                _linear(a, blk.attn.q_proj)
+                .reshape(b, t, c.n_heads, c.head_dim)
+                .transpose(0, 2, 1, 3)
+            )
+            k = (
+                _linear(a, blk.attn.k_proj)
+                .reshape(b, t, c.n_kv_heads, c.head_dim)
+                .transpose(0, 2, 1, 3)
+            )
+            v = (
+                _linear(a, blk.attn.v_proj)
+                .reshape(b, t, c.n_kv_heads, c.head_dim)
+                .transpose(0, 2, 1, 3)
+            )
             if c.family == "llama":
                 q = rope(q, positions, c.rope_theta)
                 k = rope(k, positions, c.rope_theta)
@@ -161,7 +185,12 @@ class Decoder(AbstractCacheable):
                 keys, values = kv.read(i, q.dtype)
                 lens = kv_len
             o = pk.flash_attention(
-                q, keys, values, q_slots=slots, kv_start=start, kv_len=lens,
+                q,
+                keys,
+                values,
+                q_slots=slots,
+                kv_start=start,
+                kv_len=lens,
                 backend=self.attention_backend,
             )
             o = o.transpose(0, 2, 1, 3).reshape(b, t, c.n_heads * c.head_dim)
@@ -205,7 +234,9 @@ def _linear_init(key, d_in, d_out, bias: bool, std: float) -> eqx.nn.Linear:
     return lin
 
 
-def init_decoder(config: DecoderConfig, *, key: jax.Array, attention_backend: str = "auto") -> Decoder:
+def init_decoder(
+    config: DecoderConfig, *, key: jax.Array, attention_backend: str = "auto"
+) -> Decoder:
     """A randomly initialised decoder (normal(0, 0.02) weights, unit norms)."""
     c = config
     gpt2 = c.family == "gpt2"
@@ -214,7 +245,11 @@ def init_decoder(config: DecoderConfig, *, key: jax.Array, attention_backend: st
 
     def make_block(k):
         ks = jax.random.split(k, 7)
-        norm = lambda: Norm(jnp.ones((c.d_model,), jnp.float32), jnp.zeros((c.d_model,), jnp.float32) if gpt2 else None, c.norm_eps)
+        norm = lambda: Norm(
+            jnp.ones((c.d_model,), jnp.float32),
+            jnp.zeros((c.d_model,), jnp.float32) if gpt2 else None,
+            c.norm_eps,
+        )
         hq, hk = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
         attn = Attention(
             _linear_init(ks[0], c.d_model, hq, gpt2, std),
@@ -230,14 +265,23 @@ def init_decoder(config: DecoderConfig, *, key: jax.Array, attention_backend: st
         return Block(norm(), attn, norm(), mlp)
 
     blocks = eqx.filter_vmap(make_block)(jax.random.split(k_blocks, c.n_layers))
-    final = Norm(jnp.ones((c.d_model,), jnp.float32), jnp.zeros((c.d_model,), jnp.float32) if gpt2 else None, c.norm_eps)
+    final = Norm(
+        jnp.ones((c.d_model,), jnp.float32),
+        jnp.zeros((c.d_model,), jnp.float32) if gpt2 else None,
+        c.norm_eps,
+    )
     return Decoder(
         config=c,
         embed=jax.random.normal(k_emb, (c.vocab_size, c.d_model), jnp.float32) * np.float32(std),
-        pos_embed=jax.random.normal(k_pos, (c.max_seq_len, c.d_model), jnp.float32) * np.float32(std) if gpt2 else None,
+        pos_embed=jax.random.normal(k_pos, (c.max_seq_len, c.d_model), jnp.float32)
+        * np.float32(std)
+        if gpt2
+        else None,
         blocks=blocks,
         final_norm=final,
-        lm_head=None if c.tie_embeddings else _linear_init(k_head, c.d_model, c.vocab_size, False, std),
+        lm_head=None
+        if c.tie_embeddings
+        else _linear_init(k_head, c.d_model, c.vocab_size, False, std),
         attention_backend=attention_backend,
     )
 
@@ -289,15 +333,21 @@ def from_hf_state_dict(
             where.append(lambda m, sel=sel, attr=attr: getattr(sel(m.blocks), attr))
     model = eqx.tree_at(lambda m: [w(m) for w in where], model, leaves)
     model = eqx.tree_at(lambda m: m.embed, model, get("model.embed_tokens.weight", model.embed))
-    model = eqx.tree_at(lambda m: m.final_norm.weight, model, get("model.norm.weight", model.final_norm.weight))
+    model = eqx.tree_at(
+        lambda m: m.final_norm.weight, model, get("model.norm.weight", model.final_norm.weight)
+    )
     if model.final_norm.bias is not None:
-        model = eqx.tree_at(lambda m: m.final_norm.bias, model, get("model.norm.bias", model.final_norm.bias))
+        model = eqx.tree_at(
+            lambda m: m.final_norm.bias, model, get("model.norm.bias", model.final_norm.bias)
+        )
     if model.pos_embed is not None:
         model = eqx.tree_at(
             lambda m: m.pos_embed, model, get("model.embed_positions.weight", model.pos_embed)
         )
     if model.lm_head is not None:
-        model = eqx.tree_at(lambda m: m.lm_head.weight, model, get("lm_head.weight", model.lm_head.weight))
+        model = eqx.tree_at(
+            lambda m: m.lm_head.weight, model, get("lm_head.weight", model.lm_head.weight)
+        )
     return model
 
 
