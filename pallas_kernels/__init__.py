@@ -16,6 +16,12 @@ from ._codecs import (
     pack_nibbles as pack_nibbles,
     unpack_nibbles as unpack_nibbles,
 )
+from .flash_attention import (
+    AttentionBlockSizes as AttentionBlockSizes,
+    flash_attention as flash_attention,
+    flash_attention_backend as flash_attention_backend,
+    flash_attention_reference as flash_attention_reference,
+)
 from .int8_matmul import (
     int8_matmul as int8_matmul,
     int8_matmul_backend as int8_matmul_backend,

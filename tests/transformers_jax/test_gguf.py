@@ -10,6 +10,8 @@ import importlib.util
 import numpy as np
 import pytest
 
+from tests.transformers_jax._hf import load_hf_model
+
 gguf = pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
 
@@ -461,24 +463,7 @@ def smollm2(smollm2_path):
 @pytest.fixture(scope="module")
 def hf_state_dict(smollm2_path):
     """HF transformers' own GGUF loading (dequantize + Q/K de-permutation) of the same file."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    import transformers.modeling_utils as modeling_utils
-
-    mp = pytest.MonkeyPatch()
-    if importlib.util.find_spec("accelerate") is None:
-        # from_pretrained(gguf_file=...) insists on accelerate, which the legacy llama GGUF path
-        # it takes on CPU does not use; let it through rather than add a dependency.
-        mp.setattr(modeling_utils, "is_accelerate_available", lambda: True)
-    try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(smollm2_path.parent), gguf_file=smollm2_path.name
-        )
-    finally:
-        mp.undo()
+    model = load_hf_model(smollm2_path)
     return {k: v.float().numpy() for k, v in model.state_dict().items()}, model.config
 
 
