@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -245,11 +246,17 @@ def describe_leaves(model: Any) -> list[select.Leaf]:
 
 
 class _Probe(quax.ArrayValue):
-    """Stands in for a float weight during calibration and records what it is multiplied by."""
+    """Stands in for a float weight during calibration and records what it is multiplied by.
+
+    ``layer`` is an int32 array shaped like the weight's stacked (scan-over-layers) axes, so that
+    when `lax.scan` slices the weight it slices the layer number with it; the record is made by a
+    `jax.debug.callback`, which runs with concrete values inside scans and jitted code alike.
+    """
 
     weight: jax.Array
+    layer: jax.Array
     index: int = eqx.field(static=True)
-    contract_axes: tuple[int, ...] = eqx.field(static=True)
+    contract_axes: tuple[int, ...] = eqx.field(static=True)  # of one layer's weight
 
     def aval(self):
         return jax.core.ShapedArray(self.weight.shape, self.weight.dtype)
@@ -264,28 +271,34 @@ class _Stats:
         self.h = np.zeros((k, k), np.float64) if hessian else None
         self.rows = 0
 
+    def add(self, xm: np.ndarray) -> None:
+        self.absmax = np.maximum(self.absmax, np.abs(xm).max(axis=0))
+        if self.h is not None:
+            xd = xm.astype(np.float64)
+            self.h += xd.T @ xd
+        self.rows += xm.shape[0]
 
-_COLLECT: list[dict[int, _Stats]] = []
+
+# The statistics being collected, one list of per-layer `_Stats` per probed leaf; a stack so
+# calibration can nest.
+_COLLECT: list[dict[int, list[_Stats]]] = []
+
+
+def _store(index: int, layer: Any, xm: Any) -> None:
+    stats = _COLLECT[-1].get(index) if _COLLECT else None
+    if stats is not None:
+        stats[int(np.asarray(layer).reshape(-1)[0])].add(np.asarray(xm, np.float32))
 
 
 def _record(x: ArrayLike, probe: _Probe, x_c: tuple[int, ...], p_c: tuple[int, ...]) -> None:
-    stats = _COLLECT[-1].get(probe.index)
-    if stats is None or sorted(p_c) != sorted(probe.contract_axes):
-        return
-    if isinstance(x, jax.core.Tracer):
-        raise ValueError(
-            "data: calibration must run eagerly (do not jit or scan the calibration function); "
-            "the activations of a selected layer were traced"
-        )
-    x = np.asarray(x, np.float32)
+    if probe.layer.ndim or sorted(p_c) != sorted(probe.contract_axes):
+        return  # still stacked (not sliced by a scan) or contracted another way: not a layer matmul
+    x = jnp.asarray(x)
     order = [x_c[list(p_c).index(a)] for a in probe.contract_axes]
     free = [i for i in range(x.ndim) if i not in x_c]
-    xm = np.transpose(x, free + order).reshape(-1, stats.absmax.shape[0])
-    stats.absmax = np.maximum(stats.absmax, np.abs(xm).max(axis=0))
-    if stats.h is not None:
-        xd = xm.astype(np.float64)
-        stats.h += xd.T @ xd
-    stats.rows += xm.shape[0]
+    k = math.prod(x.shape[i] for i in order)
+    xm = jnp.transpose(x, free + order).reshape(-1, k).astype(jnp.float32)
+    jax.debug.callback(functools.partial(_store, probe.index), probe.layer, xm)
 
 
 @quax.register(lax.dot_general_p)
@@ -322,20 +335,23 @@ def _calibrate(
     data: Any,
     apply: Callable[[Any, Any], Any],
     hessian: bool,
-) -> dict[int, _Stats]:
+) -> dict[int, list[_Stats]]:
     probed = list(leaves)
-    stats: dict[int, _Stats] = {}
+    stats: dict[int, list[_Stats]] = {}
     for info in chosen:
         i = index_of[id(info)]
-        if info.batch_ndim:
+        if info.batch_ndim > 1:
             raise ValueError(
-                f"{info.path}: calibrated recipes need one weight per layer; this leaf stacks "
-                f"{info.value.shape[: info.batch_ndim]} layers (scan-over-layers). Use RTN for it, "
-                "or exclude it from `select`"
+                f"{info.path}: calibrated recipes support one stacked (scan-over-layers) axis, "
+                f"this leaf has {info.batch_ndim}"
             )
+        nb = info.batch_ndim
         k = math.prod(info.value.shape[a] for a in info.contract_axes)
-        stats[i] = _Stats(k, hessian)
-        probed[i] = _Probe(info.value, i, info.contract_axes)
+        n_layers = info.value.shape[0] if nb else 1
+        stats[i] = [_Stats(k, hessian) for _ in range(n_layers)]
+        layer = jnp.arange(n_layers, dtype=jnp.int32) if nb else jnp.zeros((), jnp.int32)
+        core = tuple(a - nb for a in info.contract_axes)
+        probed[i] = _Probe(info.value, layer, i, core)
     probed_model = rebuild(probed)
     run = quax.quaxify(lambda args: apply(*_merge_nnx(args)))
     _COLLECT.append(stats)
@@ -343,6 +359,7 @@ def _calibrate(
         for bi, batch in enumerate(_batches(data)):
             try:
                 run(_split_nnx((probed_model, batch)))
+                jax.effects_barrier()
             except ValueError as e:
                 if str(e).startswith("data:"):
                     raise
@@ -351,12 +368,14 @@ def _calibrate(
                 raise ValueError(_bad_data(bi, batch, e)) from e
     finally:
         _COLLECT.pop()
-    for i, st in stats.items():
-        if st.rows == 0:
-            raise ValueError(
-                f"{_path_of(chosen, index_of, i)}: calibration data never reached this weight's "
-                "matmul; check `data` and `apply`"
-            )
+    for i, per_layer in stats.items():
+        for layer, st in enumerate(per_layer):
+            if st.rows == 0:
+                where = _path_of(chosen, index_of, i) + (f"[{layer}]" if len(per_layer) > 1 else "")
+                raise ValueError(
+                    f"{where}: calibration data never reached this weight's matmul; check `data` "
+                    "and `apply`"
+                )
     return stats
 
 
@@ -515,7 +534,7 @@ def quantize(
             f"{paths}"
         )
     index_of = {id(info): infos.index(info) for info in chosen}
-    stats: dict[int, _Stats] = {}
+    stats: dict[int, list[_Stats]] = {}
     if recipe.needs_data:
         if data is None:
             raise ValueError(f"data: {type(recipe).__name__} needs calibration data, got None")
@@ -535,5 +554,19 @@ def quantize(
     new = list(leaves)
     for info in chosen:
         i = index_of[id(info)]
-        new[i] = _quantize_leaf(info, recipe, stats.get(i))
+        per_layer = stats.get(i)
+        if per_layer is not None and info.batch_ndim:
+            # One calibrated quantization per stacked layer, stacked back into one QTensor.
+            axes = tuple(a - 1 for a in info.contract_axes)
+            qs = [
+                _quantize_leaf(
+                    select.Leaf(f"{info.path}[{layer}]", info.value[layer], info.kind, axes),
+                    recipe,
+                    st,
+                )
+                for layer, st in enumerate(per_layer)
+            ]
+            new[i] = jax.tree.map(lambda *xs: jnp.stack(xs), *qs)
+        else:
+            new[i] = _quantize_leaf(info, recipe, None if per_layer is None else per_layer[0])
     return rebuild(new)

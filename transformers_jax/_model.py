@@ -212,12 +212,13 @@ def _check_tokens(tokens: Array, vocab: int) -> None:
         raise TypeError(f"tokens: expected integer token ids, got dtype {tokens.dtype}")
     if tokens.ndim != 2:
         raise ValueError(f"tokens: expected shape [batch, time], got {tokens.shape}")
-    if not isinstance(tokens, jax.core.Tracer):
-        bad = np.asarray((tokens < 0) | (tokens >= vocab))
-        if bad.any():
-            raise ValueError(
-                f"tokens: ids must lie in [0, {vocab}), got {np.asarray(tokens)[bad][:5].tolist()}"
-            )
+    try:
+        ids = np.asarray(tokens)
+    except jax.errors.TracerArrayConversionError:
+        return  # traced: checked by the caller (e.g. `generate`) before tracing
+    bad = (ids < 0) | (ids >= vocab)
+    if bad.any():
+        raise ValueError(f"tokens: ids must lie in [0, {vocab}), got {ids[bad][:5].tolist()}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -182,3 +182,30 @@ def test_bad_inputs():
         tj.DecoderConfig(
             vocab_size=9, d_model=8, n_layers=1, n_heads=4, n_kv_heads=3, head_dim=2, d_ff=8
         )
+
+
+def test_calibrated_recipes_on_scanned_layers():
+    """SmoothQuant and GPTQ calibrate each stacked layer separately, through lax.scan."""
+    model = jax.tree.map(
+        lambda x: x * 2.0 if x.ndim >= 2 else x, tj.init_decoder(LLAMA, key=jax.random.key(9))
+    )
+    calib = [jax.random.randint(jax.random.key(10 + i), (4, 32), 0, 97) for i in range(4)]
+    toks = jnp.concatenate(calib)
+    apply = lambda m, b: m(b)
+    run = jax.jit(ja.accelerate(apply))
+    ref = model(toks)
+
+    def err(q):
+        return float(jnp.mean((run(q, toks) - ref) ** 2))
+
+    sq = ja.quantize(model, ja.SmoothQuant(alpha=0.5), data=calib, apply=apply)
+    w = sq.blocks.attn.q_proj.weight
+    assert w.act_scale.shape == (LLAMA.n_layers, LLAMA.d_model)
+    assert not np.allclose(w.act_scale[0], w.act_scale[1])  # per-layer statistics
+    assert err(sq) < 1e-2 * float(jnp.mean(ref**2))
+    rtn = ja.quantize(model, ja.RTN(fmt=ja.Int4(), granularity=ja.Group(16)))
+    gq = ja.quantize(
+        model, ja.GPTQ(fmt=ja.Int4(), granularity=ja.Group(16)), data=calib, apply=apply
+    )
+    assert gq.blocks.mlp.down_proj.weight.scales.shape == (LLAMA.n_layers, 64 // 16, 32)
+    assert err(gq) < err(rtn)
