@@ -3,14 +3,21 @@
 Public API; everything else is private.
 """
 
+from ._checkpoint import load_safetensors as load_safetensors, save_safetensors as save_safetensors
 from ._config import DecoderConfig as DecoderConfig
 from ._generate import (
     Generation as Generation,
     Greedy as Greedy,
     Sample as Sample,
+    chat as chat,
     generate as generate,
     perplexity as perplexity,
     sample_logits as sample_logits,
+)
+from ._gguf import (
+    GGUFModel as GGUFModel,
+    find_smollm2_gguf as find_smollm2_gguf,
+    load_gguf as load_gguf,
 )
 from ._model import (
     Decoder as Decoder,
@@ -18,3 +25,4 @@ from ._model import (
     init_decoder as init_decoder,
     to_hf_state_dict as to_hf_state_dict,
 )
+from ._tokenizer import Tokenizer as Tokenizer

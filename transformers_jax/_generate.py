@@ -298,3 +298,41 @@ def perplexity(
 
     total = sum(float(nll(model, jnp.asarray(c))) for c in chunks)
     return float(np.exp(total / (chunks.shape[0] * (window - 1))))
+
+
+def chat(
+    model: Decoder,
+    tokenizer: Any,
+    messages: Sequence[dict[str, str]],
+    *,
+    max_new_tokens: int = 256,
+    sampler: Sampler = Greedy(),
+    key: jax.Array | None = None,
+    kv_storage: str = "float32",
+) -> str:
+    """Reply to a chat: apply the tokenizer's chat template, generate until an end token, decode.
+
+    Args:
+        model: the decoder (float or quantized).
+        tokenizer: a `transformers_jax.Tokenizer` (e.g. ``load_gguf(path).tokenizer``).
+        messages: ``[{"role": "system"|"user"|"assistant", "content": ...}, ...]``.
+        max_new_tokens, sampler, key, kv_storage: as in `generate`.
+
+    Returns:
+        The assistant's reply as text (special tokens removed).
+    """
+    if not messages:
+        raise ValueError("messages: need at least one message")
+    prompt = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
+    ids = tokenizer.encode(prompt)
+    stop = sorted({t for t in (model.config.eos_token_id, tokenizer.eos_id) if t is not None})
+    out = generate(
+        model,
+        [ids],
+        max_new_tokens=max_new_tokens,
+        sampler=sampler,
+        key=key,
+        stop_tokens=stop,
+        kv_storage=kv_storage,
+    )
+    return tokenizer.decode([t for t in out.tokens[0] if t not in stop])

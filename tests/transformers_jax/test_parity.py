@@ -78,3 +78,14 @@ def test_batched_left_padded_generation_matches_single(loaded):
     batch = tj.generate(model, prompts, max_new_tokens=24).tokens
     single = [tj.generate(model, [p], max_new_tokens=24).tokens[0] for p in prompts]
     assert batch == single
+
+
+def test_chat_helper_answers(loaded):
+    _, g, model = loaded
+    reply = tj.chat(
+        model,
+        g.tokenizer,
+        [{"role": "user", "content": "What is the capital of France?"}],
+        max_new_tokens=24,
+    )
+    assert "Paris" in reply
