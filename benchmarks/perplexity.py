@@ -15,6 +15,7 @@ Models (all from the same float32 weights, the Q4_1 GGUF dequantized):
   (``CALIB_TOPICS``, ``--calib-batches`` windows of 256 tokens);
 - ``int8 weight-only``: ``RTN(fmt=Int8())`` (per channel);
 - ``int4 g64``: ``RTN(fmt=Int4(), granularity=Group(64))`` (576 = 9 x 64);
+- ``int4 g128``: ``RTN(fmt=Int4(), granularity=AdaptiveGroup(128))`` (144 where 128 does not divide);
 - ``MXFP4``: ``RTN(fmt=MXFP4())`` (E2M1, one E8M0 scale per 32 inputs);
 - ``NF4 g64``: ``RTN(fmt=NF4(), granularity=Group(64))``;
 - ``int4 g64 asymmetric``: ``RTN(fmt=Int4(symmetric=False), granularity=Group(64))``;
@@ -65,6 +66,11 @@ RECIPES: dict[str, tuple[Any, str]] = {  # name -> (recipe, description)
     "W8A8 SmoothQuant": (ja.SmoothQuant(), "SmoothQuant(alpha=0.5), calibrated"),
     "int8 weight-only": (ja.RTN(fmt=ja.Int8()), "RTN(Int8) per channel"),
     "int4 g64": (ja.RTN(fmt=ja.Int4(), granularity=ja.Group(64)), "RTN(Int4, Group(64))"),
+    "int4 g128": (
+        ja.RTN(fmt=ja.Int4(), granularity=ja.AdaptiveGroup(128)),
+        "RTN(Int4, AdaptiveGroup(128)): groups of 128 inputs where 128 divides K (MLP down "
+        "projection, K = 1536), the next divisor above 128 elsewhere (144 for K = 576)",
+    ),
     "MXFP4": (ja.RTN(fmt=ja.MXFP4()), "RTN(MXFP4): E2M1, E8M0 scale per 32 inputs"),
     "NF4 g64": (ja.RTN(fmt=ja.NF4(), granularity=ja.Group(64)), "RTN(NF4, Group(64))"),
     "int4 g64 asymmetric": (

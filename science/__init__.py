@@ -1,3 +1,1 @@
-"""science: not built yet (see the issue tracker)."""
-
-__all__: list[str] = []
+"""science: normalizing-flow samplers (`science.samplers`); GW, PTA, rerandomization and MRI to come."""
