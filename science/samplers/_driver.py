@@ -10,6 +10,7 @@ run resumed from a checkpoint produces exactly the samples of an uninterrupted r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -24,7 +25,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["SamplerError", "Checkpoint", "ChunkRunner", "Progress", "as_key", "key_fingerprint"]
+__all__ = [
+    "SamplerError",
+    "Checkpoint",
+    "ChunkRunner",
+    "Progress",
+    "as_key",
+    "key_fingerprint",
+    "lenient",
+]
+
+
+def lenient(fn: Callable) -> Callable:
+    """Run ``fn`` with JAX's standard dtype promotion and rank broadcasting.
+
+    The libraries the samplers build on (optax schedules, numpyro distributions and NUTS, flowjax)
+    rely on implicit promotion, so a caller's strict settings (our test-suite's) must not reach
+    them.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 class SamplerError(FloatingPointError):

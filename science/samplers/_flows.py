@@ -23,6 +23,8 @@ from flowjax.flows import coupling_flow
 from jaxtyping import Array, Float, PRNGKeyArray
 from paramax.utils import inv_softplus
 
+from ._driver import lenient
+
 __all__ = [
     "FlowConfig",
     "make_flow",
@@ -60,6 +62,7 @@ class FlowConfig:
             raise ValueError("FlowConfig.interval and learning_rate must be positive")
 
 
+@lenient
 def make_flow(
     key: PRNGKeyArray,
     dim: int,
@@ -158,6 +161,7 @@ def make_fitter(static, *, epochs: int, config: FlowConfig = FlowConfig()):
     return fit
 
 
+@lenient
 def fit_flow(
     key: PRNGKeyArray,
     flow: Transformed,
@@ -178,6 +182,7 @@ def fit_flow(
     return eqx.combine(params, static), losses
 
 
+@lenient
 def concentrate(flow: Transformed, temperature: float) -> Transformed:
     """The flow with its base Gaussian's variance multiplied by ``temperature`` (< 1 narrows it).
 

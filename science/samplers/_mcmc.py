@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._driver import Checkpoint, ChunkRunner, Phase, as_key, flag_bad, key_fingerprint
+from ._driver import Checkpoint, ChunkRunner, Phase, as_key, flag_bad, key_fingerprint, lenient
 from ._flows import FlowConfig, make_fitter, make_flow, moments, set_affine, split_flow
 from ._result import Result, chain_diagnostics, harmonic_evidence
 from ._target import Target, TargetError
@@ -79,9 +79,10 @@ class FlowMCMC:
         c, d = self.n_chains, target.dim
         if init_positions is None:
             pos = target.prior_sample(k_pos, c)
-            lp = jax.vmap(target.log_density)(pos)
+            lp, g = jax.vmap(jax.value_and_grad(target.log_density))(pos)
+            ok = jnp.isfinite(lp) & jnp.all(jnp.isfinite(g), axis=-1)
             fallback = target.z0 + 0.1 * jax.random.normal(k_jit, (c, d), target.z0.dtype)
-            pos = jnp.where(jnp.isfinite(lp)[:, None], pos, fallback)
+            pos = jnp.where(ok[:, None], pos, fallback)
         else:
             pos = jnp.asarray(init_positions, target.z0.dtype)
             if pos.shape != (c, d):
@@ -425,6 +426,7 @@ class NUTS:
         )
 
 
+@lenient
 def sample(key, target: Target, sampler, *, out=None, progress=True, mesh=None, **kwargs) -> Result:
     """Run ``sampler`` (`FlowMCMC`, `FlowVI` or `NUTS`) on ``target``.
 

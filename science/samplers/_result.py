@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from ._driver import lenient
+
 __all__ = [
     "Result",
     "chain_diagnostics",
@@ -74,6 +76,7 @@ def importance_evidence(log_weights) -> tuple[float, float]:
     return log_z, se
 
 
+@lenient
 def harmonic_evidence(
     key,
     target,
@@ -181,6 +184,7 @@ class Result:
         s, e = self.std(), self.ess()
         return {n: s[n] / math.sqrt(max(e[n], 1.0)) for n in self.names}
 
+    @lenient
     def resample(self, key, n: int) -> np.ndarray:
         """``n`` equally weighted draws (multinomial resampling of weighted draws)."""
         x = self.samples.reshape(-1, self.samples.shape[-1])

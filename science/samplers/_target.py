@@ -29,6 +29,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._driver import lenient
+
 __all__ = ["Target", "TargetError"]
 
 Bounds = tuple[float | None, float | None]
@@ -89,6 +91,7 @@ class Target:
     - ``flat_names``: one label per unconstrained coordinate (``"mu"``, ``"x[3]"``).
     """
 
+    @lenient
     def __init__(
         self,
         log_likelihood: Callable[[dict[str, Array]], Float[Array, ""]],
@@ -131,6 +134,7 @@ class Target:
         )
 
     @classmethod
+    @lenient
     def from_log_density(
         cls,
         log_density: Callable[[Any], Float[Array, ""]],
@@ -179,6 +183,7 @@ class Target:
         return self
 
     @classmethod
+    @lenient
     def from_numpyro(cls, model: Callable, *model_args, **model_kwargs) -> Target:
         """A NumPyro model, through ``numpyro.infer.util.initialize_model``.
 
@@ -327,6 +332,7 @@ class Target:
             return jax.vmap(self.constrain)(z)
         return self._constrain_u(self._unravel_u(z))
 
+    @lenient
     def unconstrain(self, params: Mapping[str, Any]) -> Float[Array, " dim"]:
         """The flat unconstrained vector of named constrained values (checks the bounds)."""
         if self._prior is None and not hasattr(self, "_transforms"):
@@ -354,6 +360,7 @@ class Target:
             )
         return z
 
+    @lenient
     def describe(self, z) -> str:
         """``name=value`` text of the constrained values at ``z`` (for error messages)."""
         c = self.constrain(jnp.asarray(z))
@@ -369,6 +376,7 @@ class Target:
         c = self.constrain(z)
         return ravel_pytree({k: c[k] for k in self.names})[0]
 
+    @lenient
     def prior_sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n dim"]:
         """``n`` draws of ``z`` from the prior (or the broad reference when there is none)."""
         if self._prior is None:

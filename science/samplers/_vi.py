@@ -105,7 +105,8 @@ class FlowVI:
     def beta(self, state: VIState, tempering: bool) -> jax.Array:
         if not tempering or self.anneal == 0:
             return jnp.ones(())
-        frac = state.step / (self.anneal * state.total)
+        dtype = jnp.zeros(()).dtype  # float32, or float64 under x64 (strict promotion)
+        frac = state.step.astype(dtype) / (self.anneal * state.total.astype(dtype))
         return jnp.minimum(1.0, self.beta0 ** (1.0 - jnp.minimum(frac, 1.0)))
 
     def step(self, key, state: VIState, target: Target, *, n_elbo: int, tempering: bool):
