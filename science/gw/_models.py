@@ -71,12 +71,20 @@ def smoothing(m, mmin, delta_m):
 
 
 def truncated_power_law(x, alpha, low, high):
-    """Normalised ``p(x) ∝ x^alpha`` on ``[low, high]`` (any real ``alpha``)."""
-    is_m1 = jnp.abs(alpha + 1.0) < 1e-8
-    a1 = jnp.where(is_m1, 1.0, alpha + 1.0)
-    norm = jnp.where(is_m1, jnp.log(high / low), (high**a1 - low**a1) / a1)
-    safe_x = jnp.where((x >= low) & (x <= high), x, 1.0)
-    return jnp.where((x >= low) & (x <= high), safe_x**alpha / norm, 0.0)
+    """Normalised ``p(x) ∝ x^alpha`` on ``[low, high]`` (any real ``alpha``; computed in logs so
+    steep slopes do not overflow)."""
+    a1 = alpha + 1.0
+    near_m1 = jnp.abs(a1) < 1e-6
+    safe_a1 = jnp.where(near_m1, 1.0, a1)
+    log_lo, log_hi = jnp.log(low), jnp.log(high)
+    # log |high^a1 - low^a1| / |a1|, factoring out the larger of the two powers
+    big = jnp.where(safe_a1 > 0, safe_a1 * log_hi, safe_a1 * log_lo)
+    ratio = jnp.where(safe_a1 > 0, safe_a1 * (log_lo - log_hi), safe_a1 * (log_hi - log_lo))
+    log_norm = big + jnp.log(-jnp.expm1(ratio)) - jnp.log(jnp.abs(safe_a1))
+    log_norm = jnp.where(near_m1, jnp.log(log_hi - log_lo), log_norm)
+    inside = (x >= low) & (x <= high)
+    safe_x = jnp.where(inside, x, low)
+    return jnp.where(inside, jnp.exp(alpha * jnp.log(safe_x) - log_norm), 0.0)
 
 
 def truncated_normal(x, mu, sigma, low, high):
