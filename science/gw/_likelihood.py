@@ -48,6 +48,12 @@ def _as_table(name: str, table: Mapping[str, object], ndim: int) -> dict[str, ja
     return out
 
 
+def _safe_log(p):
+    """``log p`` with ``-inf`` where ``p == 0`` and a zero (not NaN) gradient there."""
+    positive = p > 0
+    return jnp.where(positive, jnp.log(jnp.where(positive, p, 1.0)), -jnp.inf)
+
+
 class HierarchicalLikelihood:
     """``log_likelihood(hyper)`` of a population model given events and an injection set.
 
@@ -130,11 +136,10 @@ class HierarchicalLikelihood:
 
     # ------------------------------------------------------------------ pieces
     def _log_weights_events(self, hyper):
-        p = self.model(self.posteriors, hyper)
-        return jnp.log(p) - self.log_pe_prior
+        return _safe_log(self.model(self.posteriors, hyper)) - self.log_pe_prior
 
     def _log_weights_inj(self, hyper):
-        return jnp.log(self.model(self.injections, hyper)) - self.log_p_draw
+        return _safe_log(self.model(self.injections, hyper)) - self.log_p_draw
 
     def selection(self, hyper):
         """``(ln mu, N_eff)`` of the injection Monte-Carlo sum (Farr 2019's variance)."""
@@ -143,7 +148,7 @@ class HierarchicalLikelihood:
         # var(mu_hat) = (1/N^2) sum w^2 - mu^2 / N
         log_sum_w2 = logsumexp(2 * lw) - 2 * jnp.log(self.n_draw)
         var = jnp.exp(log_sum_w2) - jnp.exp(2 * log_mu) / self.n_draw
-        neff = jnp.exp(2 * log_mu) / jnp.maximum(var, 1e-300)
+        neff = jnp.exp(2 * log_mu) / jnp.maximum(var, jnp.finfo(var.dtype).tiny)
         return log_mu, neff
 
     def event_neff(self, hyper):

@@ -191,17 +191,19 @@ def _dvc_dz_grid(z_max: float, n: int):
 
     z = np.linspace(0.0, z_max, n)
     dvc = 4 * np.pi * Planck15.differential_comoving_volume(z).to("Gpc3 / sr").value
-    return jnp.asarray(z), jnp.asarray(dvc)
+    return z, dvc
 
 
-_DVC_CACHE: dict[tuple[float, int], tuple[jax.Array, jax.Array]] = {}
+# numpy arrays (never JAX values: the first call may happen inside a trace)
+_DVC_CACHE: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _dvc(z_max=2.3, n=1000):
     key = (z_max, n)
     if key not in _DVC_CACHE:
         _DVC_CACHE[key] = _dvc_dz_grid(z_max, n)
-    return _DVC_CACHE[key]
+    z, dvc = _DVC_CACHE[key]
+    return jnp.asarray(z), jnp.asarray(dvc)
 
 
 def _redshift_density(shape: Callable, z, z_max, n):

@@ -55,6 +55,11 @@ def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
     """ArviZ's Pareto-smoothed normalised log-weights and the k-hat diagnostic."""
     az = _arviz()
     lw = np.asarray(log_weights, dtype=np.float64)
+    finite = np.isfinite(lw)
+    if not finite.any():
+        raise ValueError("psis: every importance weight is zero (log-weight -inf)")
+    # Zero weights (-inf) stay negligible but finite for the Pareto fit.
+    lw = np.where(finite, lw, lw[finite].min() - 700.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         smoothed, khat = az.psislw(lw.copy(), reff=1.0)
@@ -67,8 +72,7 @@ def importance_evidence(log_weights) -> tuple[float, float]:
     With ``w_i = p(x_i) / q(x_i)``, ``Z_hat = mean(w)``; the delta method gives
     ``se(log Z_hat) = std(w) / (sqrt(n) mean(w))`` (computed on shifted weights, no overflow).
     """
-    lw = np.asarray(log_weights, dtype=np.float64)
-    lw = lw[np.isfinite(lw)] if np.isneginf(lw).any() else lw
+    lw = np.asarray(log_weights, dtype=np.float64)  # -inf entries are zero weights and count
     n = lw.size
     log_z = float(logsumexp(jnp.asarray(lw)) - math.log(n))
     w = np.exp(lw - lw.max())

@@ -119,10 +119,14 @@ class FlowVI:
             frozen = eqx.combine(jax.lax.stop_gradient(params), self._static)
             log_q = frozen.log_prob(x)
             log_p = jax.vmap(lambda z: target.tempered(z, beta))(x)
-            return jnp.mean(log_q - log_p), (x, log_p)
+            # -inf (zero density, e.g. a likelihood's rejection region) drops out of the average;
+            # NaN/+inf stop the run (checked below).
+            inside = log_p > -jnp.inf
+            gap = jnp.where(inside, log_q - log_p, 0.0)
+            return jnp.sum(gap) / jnp.maximum(jnp.sum(inside), 1), (x, log_p)
 
         (loss, (x, log_p)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        bad_each = ~jnp.isfinite(log_p)
+        bad_each = jnp.isnan(log_p) | (log_p == jnp.inf)
         bad = jnp.any(bad_each)
         updates, opt_state = self._opt.update(grads, state.opt_state, state.params)
         params = eqx.apply_updates(state.params, updates)
