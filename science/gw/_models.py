@@ -166,7 +166,13 @@ def mass_ratio_power_law(q, m1, hyper, *, m1_grid=M1_GRID, q_grid=Q_GRID):
 
     norms = _trapezoid(raw(q_g[None, :], m_grid[:, None]), q_g, axis=1)
     norm = jnp.interp(m1, m_grid, norms)
-    return jnp.where(norm > 0, raw(q, m1) / jnp.where(norm > 0, norm, 1.0), 0.0)
+    value = raw(q, m1)
+    # Only where the density is positive and the normaliser is not an underflowing sliver (m1 a
+    # hair above mmin, where the smoothing is ~1e-30) may the normaliser enter: otherwise
+    # 0 * d(1/norm) or tiny/tiny give NaN gradients in float32. Such m1 carry no weight anyway.
+    live = (value > 0) & (norm > 1e-12 * jnp.max(norms))
+    safe_norm = jnp.where(live, norm, 1.0)
+    return jnp.where(live, value / safe_norm, 0.0)
 
 
 def spin_magnitude_beta(a, hyper):

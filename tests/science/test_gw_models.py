@@ -159,3 +159,18 @@ def test_mixture_is_rate_weighted_sum():
     )
     np.testing.assert_allclose(np.asarray(mix(d, hyper)), np.asarray(want), rtol=1e-6)
     assert float(mix.total_rate(hyper)) == 25.0
+
+
+def test_gradients_finite_at_support_edges():
+    import jax
+
+    hyper = {k: jnp.asarray(v) for k, v in PLP.items()}
+    m1 = jnp.asarray([5.03, 5.09, 5.2, 60.0, 101.0])  # below/at/above mmin, inside, above grid
+    q = jnp.asarray([0.49, 0.999, 0.98, 0.5, 0.5])
+
+    def total(beta, alpha):
+        h = dict(hyper, beta=beta, alpha=alpha)
+        return jnp.sum(m.mass_ratio_power_law(q, m1, h) + m.power_law_peak(m1, h))
+
+    g = jax.grad(total, argnums=(0, 1))(jnp.asarray(1.5), jnp.asarray(3.0))
+    assert all(bool(jnp.isfinite(x)) for x in g), g
