@@ -179,6 +179,8 @@ WHERE = {
     3: "gradient of the log-density is not finite at a flow proposal",
     4: "log-density is not finite at a flow draw during variational training",
     5: "log-density is NaN/+inf at a NUTS state",
+    6: "gradient of the log-density is not finite at a flow draw during variational training",
+    7: "the flow's training gradient is not finite (flow instability; lower the learning rate)",
 }
 
 

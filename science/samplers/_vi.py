@@ -127,7 +127,15 @@ class FlowVI:
 
         (loss, (x, log_p)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         bad_each = jnp.isnan(log_p) | (log_p == jnp.inf)
-        bad = jnp.any(bad_each)
+        grad_bad = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+
+        def locate(_):  # only when a gradient went non-finite: which draw's density gradient?
+            g = jax.vmap(jax.grad(lambda z: target.tempered(z, beta)))(x)
+            return ~jnp.all(jnp.isfinite(g), axis=-1) & (log_p > -jnp.inf)
+
+        grad_each = jax.lax.cond(grad_bad, locate, lambda _: jnp.zeros_like(bad_each), None)
+        bad = jnp.any(bad_each) | grad_bad
+        where = jnp.where(jnp.any(bad_each), 4, jnp.where(jnp.any(grad_each), 6, 7))
         updates, opt_state = self._opt.update(grads, state.opt_state, state.params)
         params = eqx.apply_updates(state.params, updates)
         new = VIState(params, opt_state, state.step + 1, state.total)
@@ -137,8 +145,8 @@ class FlowVI:
             "loss": loss,
             "beta": beta,
             "bad": bad,
-            "bad_z": x[jnp.argmax(bad_each)],
-            "bad_where": jnp.asarray(4),
+            "bad_z": x[jnp.argmax(bad_each | grad_each)],
+            "bad_where": where,
         }
         return new, info
 

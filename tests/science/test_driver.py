@@ -257,3 +257,21 @@ def test_chains_and_draws_shard_over_eight_devices():
         [sys.executable, "-c", SHARD_SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )
     assert "SHARDED-OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_vi_nan_gradient_stops():
+    @jax.custom_jvp
+    def f(x):
+        return -0.5 * jnp.sum(x**2)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (x,), (dx,) = primals, tangents
+        g = jnp.where(x[0] > 1.0, jnp.nan, -x)
+        return f(x), jnp.sum(g * dx)
+
+    t = ss.Target.from_log_density(lambda p: f(p["x"]), init={"x": jnp.zeros(2)})
+    with pytest.raises(
+        ss.SamplerError, match="gradient of the log-density is not finite at a flow"
+    ):
+        ss.sample(jax.random.key(1), t, SMALL_VI, progress=False)
