@@ -322,6 +322,14 @@ class Target:
         """`log_density` minus `log_reference`: the part that tempering scales."""
         return self._log_likelihood(z)
 
+    def reference_log_prob(self, z: Float[Array, " dim"]) -> Float[Array, ""]:
+        """Log-density of the distribution `prior_sample` draws from (normalised, in ``z``)."""
+        if self._prior is None:
+            return jnp.sum(-0.5 * (z / REFERENCE_SCALE) ** 2) - z.size * math.log(
+                REFERENCE_SCALE * math.sqrt(2 * math.pi)
+            )
+        return self._log_reference(z)
+
     def tempered(self, z: Float[Array, " dim"], beta: Float[Array, ""]) -> Float[Array, ""]:
         """``log_reference(z) + beta * log_likelihood(z)``."""
         return self._log_reference(z) + beta * self._log_likelihood(z)

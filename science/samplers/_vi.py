@@ -44,8 +44,9 @@ class FlowVI:
 
     ``steps`` Adam steps (cosine-decayed ``learning_rate``) with ``n_elbo`` flow samples each;
     tempering over the first ``anneal`` fraction from ``beta0``; ``n_draws`` importance draws in
-    batches of ``draw_batch``; refinement while k-hat > ``khat_threshold`` (up to ``max_refine``
-    extra stages of ``refine_steps`` with twice the samples each).
+    batches of ``draw_batch``, a ``defensive`` fraction of them from the prior/reference;
+    refinement while k-hat > ``khat_threshold`` (up to ``max_refine`` extra stages of
+    ``refine_steps`` with twice the samples each).
     """
 
     steps: int = 1500
@@ -56,6 +57,7 @@ class FlowVI:
     n_draws: int = 20000
     draw_batch: int = 5000
     khat_threshold: float = 0.7
+    defensive: float = 0.05
     max_refine: int = 2
     refine_steps: int = 1000
     chunk: int = 250
@@ -67,6 +69,8 @@ class FlowVI:
                 raise ValueError(f"FlowVI.{name}: expected a positive integer")
         if not 0 <= self.anneal < 1:
             raise ValueError(f"FlowVI.anneal: expected 0 <= anneal < 1, got {self.anneal}")
+        if not 0 <= self.defensive < 1:
+            raise ValueError(f"FlowVI.defensive: expected 0 <= defensive < 1, got {self.defensive}")
         if not 0 < self.beta0 <= 1:
             raise ValueError(f"FlowVI.beta0: expected 0 < beta0 <= 1, got {self.beta0}")
 
@@ -151,13 +155,30 @@ class FlowVI:
         return new, info
 
     def draw(self, key, state: VIState, target: Target, mesh=None):
-        """``n_draws`` flow draws and their log importance weights ``log p - log q``."""
+        """``n_draws`` importance draws and their log weights ``log p - log q``.
+
+        With ``defensive > 0`` the proposal is the mixture ``(1 - defensive) flow + defensive
+        reference`` (Hesterberg 1995): the reference's draws reach regions the flow missed (a mode
+        dropped during training), so such a failure shows up as a large k-hat instead of silently
+        wrong weights.
+        """
         flow = self.flow_of(state)
         n_batches = -(-self.n_draws // self.draw_batch)
 
+        eps = self.defensive
+
         @jax.jit
         def one(k):
-            x, log_q = flow.sample_and_log_prob(k, (self.draw_batch,))
+            k_flow, k_ref, k_mix = jax.random.split(k, 3)
+            x = flow.sample(k_flow, (self.draw_batch,))
+            if eps > 0:  # defensive mixture: a fraction of draws from the broad reference
+                x_ref = target.prior_sample(k_ref, self.draw_batch)
+                use_ref = jax.random.uniform(k_mix, (self.draw_batch,)) < eps
+                x = jnp.where(use_ref[:, None], x_ref, x)
+                log_r = jax.vmap(target.reference_log_prob)(x)
+                log_q = jnp.logaddexp(jnp.log1p(-eps) + flow.log_prob(x), jnp.log(eps) + log_r)
+            else:
+                log_q = flow.log_prob(x)
             if mesh is not None:
                 from jax.sharding import NamedSharding, PartitionSpec
 

@@ -363,3 +363,18 @@ def test_simulation_based_calibration_flow_vi():
     counts = np.histogram(u, bins=10, range=(0, 1))[0]
     p_chi2 = scipy.stats.chisquare(counts).pvalue
     assert p_ks > 1e-3 and p_chi2 > 1e-3, (ranks.tolist(), p_ks, p_chi2)
+
+
+@pytest.mark.slow
+def test_mixture_flow_vi_never_silently_wrong():
+    """With the defensive reference mixture in the importance proposal, a dropped mode can no
+    longer hide: either the weights recover the mode masses, or k-hat is above the threshold and
+    the result carries a warning."""
+    r = run(VI, mixture())
+    w = r.weights()
+    frac = float(w @ (r.samples.reshape(-1, 2) @ MIX_C > 0))
+    se = math.sqrt(frac * (1 - frac) / r.diagnostics["ess_is"])
+    correct = abs(frac - MIX_W) < N_SE_MEAN * se and se < 0.05
+    if not correct:
+        assert r.diagnostics["khat"] > VI.khat_threshold, describe(r)
+        assert "warning" in r.diagnostics, describe(r)
