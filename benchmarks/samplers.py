@@ -23,7 +23,8 @@ compilation cache is off, ``checkpoint_interval=0``):
 - ours: ``ss.FlowVI`` (flow VI + PSIS importance reweighting; its ESS is the Kish ESS of the
   Pareto-smoothed weights and counts only when k-hat < 0.7), ``ss.FlowMCMC`` (MALA + flow
   proposals; ``evidence=False`` in the timed call; its learned-harmonic-mean evidence is timed
-  apart, on the first seed only and on at most 4096 thinned draws), and ``ss.NUTS`` (NumPyro's NUTS through our chunked driver, ``evidence=False``);
+  apart, on the first seed only and on at most 4096 thinned draws), and ``ss.NUTS`` (NumPyro's
+  NUTS through our chunked driver, ``evidence=False``);
 - peers: NumPyro ``MCMC(NUTS(potential_fn=...), chain_method="vectorized")`` called directly, and
   flowMC's ``RQSpline_MALA_Bundle`` + ``Sampler`` (its documented default/quick-start-style
   settings, see `_flowmc`; chains start at 3 N(0, 1) draws like ours).
@@ -37,11 +38,14 @@ MCSE_j`` with ``MCSE_j = sd_j / sqrt(ESS_j)`` for MCMC and the delta-method stan
 self-normalised importance estimate for flow VI; a run with ``z > 4``, or split-R-hat > 1.05 for
 MCMC (chains that disagree, e.g. stuck in different modes), or k-hat >= 0.7 for flow VI, is flagged
 inaccurate and does not count as a win. Each sampler runs once per seed (default 1 seed: a seed
-costs ~17 min on 2 busy cores); the rows give medians over seeds. The process first runs every sampler once on a small throw-away target (a
-different configuration), so imports and one-time initialisation do not fall on the first case.
+costs ~17 min on 2 busy cores); the rows give medians over seeds. The process first runs every
+sampler once on a small throw-away target (a different configuration), so imports and one-time
+initialisation do not fall on the first case.
 
 Run: ``.venv/bin/python benchmarks/samplers.py [--quick] [--seeds N] [--cases a,b]``
-(``--quick``: tiny settings on the mixture only, a < 3 min smoke run, not a measurement); writes
+(``--quick``: tiny settings on the mixture only, a < 3 min smoke run, not a measurement, written
+to ``$TMPDIR/samplers_quick.json`` only; ``--render JSON`` rebuilds rows and the section from an
+earlier results file without measuring); writes
 ``benchmarks/results/samplers.json`` and the ``samplers`` section of ``BENCHMARKS.md``.
 """
 
@@ -55,6 +59,7 @@ import os
 import pathlib
 import random
 import statistics
+import tempfile
 import time
 import traceback
 import warnings
@@ -1001,7 +1006,8 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: tiny settings, the mixture only, 1 seed, no warm-up",
+        help="smoke run: tiny settings, the mixture only, 1 seed, no warm-up; writes "
+        "$TMPDIR/samplers_quick.json (unless --out) and leaves BENCHMARKS.md alone",
     )
     parser.add_argument(
         "--seeds", type=int, default=None, help="seeds per sampler (1; each adds ~17 min)"
@@ -1017,6 +1023,9 @@ def main() -> None:
         help="measure nothing: rebuild rows, verdicts and BENCHMARKS.md from an earlier JSON",
     )
     args = parser.parse_args()
+    if args.quick and args.out is None:  # a smoke run never overwrites the measurement
+        args.out = os.path.join(tempfile.gettempdir(), "samplers_quick.json")
+        args.no_md = True
     if args.render:
         publish(*load(pathlib.Path(args.render)), args)
     else:
