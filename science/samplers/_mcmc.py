@@ -250,7 +250,7 @@ class FlowMCMC:
             target=target,
             step_chunk=step_chunk,
             adapt=adapt,
-            record=lambda s, i: record(s, i),
+            record=record,
             checkpoint=ckpt,
             progress=progress,
             desc="flow MCMC",
@@ -258,24 +258,11 @@ class FlowMCMC:
         # Records are concatenated along axis 0; transpose to [chain, draw] afterwards.
         _, rec = runner.run(k_run, state, phases)
         z = _chains_axis(rec["position"], self.n_chains)[:, : self.n_samples]
-        diag = _finish_diagnostics(target, z)
-        diag["accept_local"] = float(np.mean(rec["accept_local"]))
-        diag["accept_global"] = float(np.mean(rec["accept_global"]))
-        log_z = log_z_err = None
-        if self.evidence:
-            log_z, log_z_err, info = harmonic_evidence(k_ev, target, z)
-            diag["harmonic"] = info
-        return Result(
-            sampler="flow MCMC",
-            names=target.flat_names,
-            samples=np.asarray(target.flat_constrained(jnp.asarray(z))),
-            z=z,
-            log_weights=None,
-            log_z=log_z,
-            log_z_err=log_z_err,
-            diagnostics=diag,
-            wall_seconds=time.perf_counter() - t0,
-        )
+        extra = {
+            "accept_local": float(np.mean(rec["accept_local"])),
+            "accept_global": float(np.mean(rec["accept_global"])),
+        }
+        return _chain_result("flow MCMC", target, z, extra, k_ev if self.evidence else None, t0)
 
 
 def _chains_axis(x: np.ndarray, n_chains: int) -> np.ndarray:
@@ -284,9 +271,25 @@ def _chains_axis(x: np.ndarray, n_chains: int) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
-def _finish_diagnostics(target: Target, z: np.ndarray) -> dict[str, Any]:
+def _chain_result(name, target: Target, z: np.ndarray, extra, evidence_key, t0) -> Result:
+    """The `Result` of chains ``z[chain, draw, dim]``: R-hat/ESS, the sampler's own figures
+    (``extra``) and, given ``evidence_key``, the learned harmonic mean evidence."""
     constrained = np.asarray(target.flat_constrained(jnp.asarray(z)))
-    return chain_diagnostics(constrained, target.flat_names)
+    diag: dict[str, Any] = chain_diagnostics(constrained, target.flat_names) | extra
+    log_z = log_z_err = None
+    if evidence_key is not None:
+        log_z, log_z_err, diag["harmonic"] = harmonic_evidence(evidence_key, target, z)
+    return Result(
+        sampler=name,
+        names=target.flat_names,
+        samples=constrained,
+        z=z,
+        log_weights=None,
+        log_z=log_z,
+        log_z_err=log_z_err,
+        diagnostics=diag,
+        wall_seconds=time.perf_counter() - t0,
+    )
 
 
 def _shard_chains(state, mesh, n_chains: int):
@@ -405,24 +408,13 @@ class NUTS:
         )
         _, rec = runner.run(k_run, state, phases)
         z = _chains_axis(rec["position"], self.n_chains)[:, : self.n_samples]
-        diag = _finish_diagnostics(target, z)
-        diag["accept"] = float(np.mean(rec["accept"]))
-        diag["divergences"] = int(np.sum(rec["diverging"]))
-        diag["mean_tree_steps"] = float(np.mean(rec["steps"]))
-        log_z = log_z_err = None
-        if self.evidence:
-            log_z, log_z_err, info = harmonic_evidence(k_ev, target, z)
-            diag["harmonic"] = info
-        return Result(
-            sampler="NUTS (numpyro)",
-            names=target.flat_names,
-            samples=np.asarray(target.flat_constrained(jnp.asarray(z))),
-            z=z,
-            log_weights=None,
-            log_z=log_z,
-            log_z_err=log_z_err,
-            diagnostics=diag,
-            wall_seconds=time.perf_counter() - t0,
+        extra = {
+            "accept": float(np.mean(rec["accept"])),
+            "divergences": int(np.sum(rec["diverging"])),
+            "mean_tree_steps": float(np.mean(rec["steps"])),
+        }
+        return _chain_result(
+            "NUTS (numpyro)", target, z, extra, k_ev if self.evidence else None, t0
         )
 
 
