@@ -323,6 +323,22 @@ def plot_mass_distribution(path, result, fixed, truths, model="bbh"):
     plt.close(fig)
 
 
+def make_sampler(config: JobConfig, *, refine: bool = True):
+    """The job's flow-VI sampler: ``config.steps`` fit steps, ``config.n_draws`` importance draws,
+    one PSIS refinement stage if ``refine``."""
+    from science import samplers as ss
+
+    return ss.FlowVI(
+        steps=config.steps,
+        n_elbo=32,
+        chunk=min(250, config.steps),
+        n_draws=config.n_draws,
+        draw_batch=min(5000, config.n_draws),
+        refine_steps=config.steps,
+        max_refine=1 if refine else 0,
+    )
+
+
 def run(size: str, seed: int, out: Path, overrides: dict | None = None) -> dict:
     from science import samplers as ss
 
@@ -335,15 +351,7 @@ def run(size: str, seed: int, out: Path, overrides: dict | None = None) -> dict:
         f"gw-population ({config.model}): {n_events} events x {lik.n_samples} samples, "
         f"{cat.p_draw.size} found injections; free {list(config.free)}"
     )
-    sampler = ss.FlowVI(
-        steps=config.steps,
-        n_elbo=32,
-        chunk=min(250, config.steps),
-        n_draws=config.n_draws,
-        draw_batch=min(5000, config.n_draws),
-        refine_steps=config.steps,
-        max_refine=0 if size == "tiny" else 1,
-    )
+    sampler = make_sampler(config, refine=size != "tiny")
     result = ss.sample(jax.random.key(seed), target, sampler, out=out / "checkpoint")
     result.save(out, plot=False)
     all_truths = _truths(cat)

@@ -174,3 +174,33 @@ def test_gradients_finite_at_support_edges():
 
     g = jax.grad(total, argnums=(0, 1))(jnp.asarray(1.5), jnp.asarray(3.0))
     assert all(bool(jnp.isfinite(x)) for x in g), g
+
+
+NSBH = {"alpha": 2.0, "mmin": 3.0, "mmax": 20.0, "m2min": 1.0, "m2max": 2.5}
+
+
+def test_nsbh_mass_models_normalised():
+    assert integrate(lambda x: m.power_law_primary(x, NSBH), 2.0, 25.0) == pytest.approx(
+        1, abs=1e-4
+    )
+    # m1 below m2max truncates the neutron-star range at q = 1
+    for m1 in (1.8, 5.0, 15.0):
+        total = integrate(
+            lambda q, m1=m1: m.secondary_mass_uniform(q, jnp.full_like(q, m1), NSBH), 0.0, 1.0
+        )
+        assert total == pytest.approx(1, abs=2e-3), m1
+    # uniform in m2 = q m1: p(q | m1) = m1 / (2.5 - 1.0) inside
+    got = m.secondary_mass_uniform(jnp.asarray([0.1, 0.2, 0.05]), jnp.asarray(10.0), NSBH)
+    np.testing.assert_allclose(np.asarray(got), [10 / 1.5, 10 / 1.5, 0.0], rtol=1e-6)
+
+
+def test_local_rate_matches_astropy_volume_integral():
+    from astropy.cosmology import Planck15
+
+    def dvc(z):  # Gpc^3 per unit redshift
+        return 4 * np.pi * Planck15.differential_comoving_volume(z).to("Gpc3 / sr").value
+
+    lamb = 2.7
+    volume, _ = scipy.integrate.quad(lambda z: dvc(z) * (1 + z) ** (lamb - 1), 0.0, 2.3)
+    got = float(m.local_rate(jnp.asarray(6.0e4), {"lamb": jnp.asarray(lamb)}))
+    assert got == pytest.approx(6.0e4 / volume, rel=1e-3)
