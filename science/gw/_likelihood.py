@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from ._models import in_support, support_violations
+
 __all__ = ["HierarchicalLikelihood", "GWDataError"]
 
 
@@ -156,8 +158,35 @@ class HierarchicalLikelihood:
         lw = self._log_weights_events(hyper)
         return jnp.exp(2 * logsumexp(lw, axis=1) - logsumexp(2 * lw, axis=1))
 
+    def check(self, hyper) -> None:
+        """Eager checks of ``hyper`` against the data: hyperparameters inside the models' support,
+        none missing, densities finite and >= 0. Raises `GWDataError` naming what is wrong."""
+        problems = support_violations(hyper)
+        if problems:
+            raise GWDataError("; ".join(problems))
+        h = {k: jnp.asarray(v) for k, v in hyper.items()}
+        for what, data in (("posteriors", self.posteriors), ("injections", self.injections)):
+            try:
+                p = np.asarray(self.model(data, h))
+            except KeyError as e:
+                raise GWDataError(
+                    f"the model needs {e.args[0]!r}, which is neither among the hyperparameters "
+                    f"({sorted(hyper)}) nor the {what}' parameters ({sorted(data)})"
+                ) from None
+            bad = ~(np.isfinite(p) & (p >= 0))
+            if bad.any():
+                idx = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise GWDataError(
+                    f"the model's density on the {what} is {p[idx]} at index {idx} for these "
+                    "hyperparameters; expected finite values >= 0"
+                )
+
     def log_likelihood(self, hyper):
-        """The log-likelihood (``-inf`` where the model vanishes or N_eff is rejected)."""
+        """The log-likelihood (``-inf`` where the model vanishes, a hyperparameter is outside its
+        support, or N_eff is rejected). Traceable; `check` explains a ``-inf`` eagerly."""
+        ok = in_support(hyper)
+        # outside the support the gradient is zero, not the NaN of 0 * inf further down
+        hyper = {k: jnp.where(ok, v, jax.lax.stop_gradient(v)) for k, v in hyper.items()}
         lw = self._log_weights_events(hyper)
         per_event = logsumexp(lw, axis=1) - jnp.log(self.n_samples)
         log_mu, neff = self.selection(hyper)
@@ -167,10 +196,13 @@ class HierarchicalLikelihood:
             ll = jnp.sum(per_event) - self.time_volume * jnp.exp(log_mu)
         if self.neff_policy == "reject":
             ll = jnp.where(neff < 4 * self.n_events, -jnp.inf, ll)
+        ll = jnp.where(ok, ll, -jnp.inf)
         return jnp.where(jnp.isnan(ll), -jnp.inf, ll)
 
     def diagnostics(self, hyper) -> dict[str, float]:
-        """Selection ``ln mu``, injection ``N_eff`` (and the 4N threshold), min event ``N_eff``."""
+        """Selection ``ln mu``, injection ``N_eff`` (and the 4N threshold), min event ``N_eff``
+        (after `check`)."""
+        self.check(hyper)
         log_mu, neff = self.selection(hyper)
         out = {
             "log_mu": float(log_mu),

@@ -41,6 +41,9 @@ __all__ = [
     "local_rate",
     "Population",
     "Mixture",
+    "SUPPORT",
+    "in_support",
+    "support_violations",
     "M1_GRID",
     "Q_GRID",
 ]
@@ -333,3 +336,86 @@ class Mixture:
 
     def total_rate(self, hyper):
         return sum(hyper[r] for _, r in self.components.values())
+
+
+# Where hyperparameters are defined, by the last component of their name ("BBH.lam" -> "lam"):
+# (low, high, low_open, high_open). Names not listed may take any finite value.
+_UNIT = (0.0, 1.0, False, False)
+_POSITIVE = (0.0, np.inf, True, True)
+SUPPORT = {
+    "lam": _UNIT,
+    "lam_1": _UNIT,
+    "xi_spin": _UNIT,
+    "break_fraction": _UNIT,
+    "sigpp": _POSITIVE,
+    "sigpp_1": _POSITIVE,
+    "sigpp_2": _POSITIVE,
+    "sigma_spin": _POSITIVE,
+    "sigma_ecc": _POSITIVE,
+    "alpha_chi": _POSITIVE,
+    "beta_chi": _POSITIVE,
+    "mmin": _POSITIVE,
+    "m2min": _POSITIVE,
+    "delta_m": (0.0, np.inf, False, True),
+    "rate_bbh": (0.0, np.inf, False, True),
+    "rate_nsbh": (0.0, np.inf, False, True),
+    "rate_bns": (0.0, np.inf, False, True),
+}
+# (lower, upper) pairs that must be ordered within one subpopulation prefix
+_ORDERED = (("mmin", "mmax"), ("m2min", "m2max"))
+
+
+def _split(name: str) -> tuple[str, str]:
+    pre, _, last = name.rpartition(".")
+    return (pre + "." if pre else ""), last
+
+
+def _fmt(value) -> str:
+    v = np.asarray(value, dtype=np.float64)
+    return f"{float(v):.6g}" if v.size == 1 else np.array2string(v, precision=6)
+
+
+def support_violations(hyper: Mapping[str, object]) -> list[str]:
+    """Messages for hyperparameters outside the models' support (eager; [] when all is well)."""
+    out = []
+    for name, value in hyper.items():
+        v = np.asarray(value, dtype=np.float64)
+        if not np.all(np.isfinite(v)):
+            out.append(f"hyper[{name!r}] = {_fmt(value)}: expected a finite value")
+            continue
+        rule = SUPPORT.get(_split(name)[1])
+        if rule is None:
+            continue
+        lo, hi, lo_open, hi_open = rule
+        bad_lo = np.any(v <= lo) if lo_open else np.any(v < lo)
+        bad_hi = np.any(v >= hi) if hi_open else np.any(v > hi)
+        if bad_lo or bad_hi:
+            interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+            out.append(f"hyper[{name!r}] = {_fmt(value)}: expected a value in {interval}")
+    for name in hyper:
+        pre, last = _split(name)
+        for low, high in _ORDERED:
+            if last == low and pre + high in hyper:
+                if np.any(np.asarray(hyper[name]) >= np.asarray(hyper[pre + high])):
+                    out.append(
+                        f"hyper[{name!r}] = {_fmt(hyper[name])} must be below "
+                        f"hyper[{pre + high!r}] = {_fmt(hyper[pre + high])}"
+                    )
+    return out
+
+
+def in_support(hyper: Mapping[str, jax.Array]) -> jax.Array:
+    """Traceable: True where every hyperparameter is inside `SUPPORT` (and ordered pairs are)."""
+    ok = jnp.asarray(True)
+    for name, value in hyper.items():
+        ok = ok & jnp.all(jnp.isfinite(value))
+        rule = SUPPORT.get(_split(name)[1])
+        if rule is not None:
+            lo, hi, lo_open, hi_open = rule
+            ok = ok & jnp.all((value > lo) if lo_open else (value >= lo))
+            ok = ok & jnp.all((value < hi) if hi_open else (value <= hi))
+        pre, last = _split(name)
+        for low, high in _ORDERED:
+            if last == low and pre + high in hyper:
+                ok = ok & jnp.all(value < hyper[pre + high])
+    return ok

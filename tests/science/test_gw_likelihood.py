@@ -118,3 +118,33 @@ def test_bad_inputs(setup):
         HierarchicalLikelihood(
             pl_model, post, prior, {"mass_1": found}, p_draw, 20000, rate="sampled"
         )
+
+
+def test_hyperparameters_outside_support():
+    from science.gw import _job, _mock
+
+    cat = _mock.default_catalogue()
+    lik = HierarchicalLikelihood(
+        _job.population, cat.posteriors, cat.pe_prior, cat.injections, cat.p_draw, cat.n_draw
+    )
+    truth = {k: jnp.asarray(v) for k, v in cat.truths.items()}
+    lik.check(truth)  # fine
+    assert np.isfinite(float(lik.log_likelihood(truth)))
+    cases = [
+        ({"lam": 1.3}, r"hyper\['lam'\] = 1.3: expected a value in \[0, 1\]"),
+        ({"sigpp": -2.0}, r"hyper\['sigpp'\] = -2: expected a value in \(0, inf\)"),
+        ({"delta_m": -1.0}, r"hyper\['delta_m'\]"),
+        ({"mmin": 90.0}, r"hyper\['mmin'\] = 90 must be below hyper\['mmax'\] = 86.9"),
+        ({"alpha": np.nan}, r"hyper\['alpha'\] = nan: expected a finite value"),
+    ]
+    for change, message in cases:
+        hyper = {**truth, **{k: jnp.asarray(v) for k, v in change.items()}}
+        with pytest.raises(GWDataError, match=message):
+            lik.check(hyper)
+        # traced: a zero density, never NaN, and no NaN gradient either
+        ll, grad = jax.value_and_grad(lambda h: lik.log_likelihood(h))(hyper)
+        assert float(ll) == -np.inf, change
+        assert all(np.isfinite(np.asarray(g)).all() for g in grad.values()), change
+    missing = {k: v for k, v in truth.items() if k != "lamb"}
+    with pytest.raises(GWDataError, match="the model needs 'lamb'"):
+        lik.check(missing)
