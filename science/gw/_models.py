@@ -35,6 +35,7 @@ __all__ = [
     "secondary_mass_uniform",
     "spin_magnitude_beta",
     "spin_tilt_mixture",
+    "spin_tilt_pair",
     "redshift_power_law",
     "madau_dickinson",
     "eccentricity_half_normal",
@@ -219,6 +220,19 @@ def spin_tilt_mixture(cos_tilt, hyper):
     aligned = truncated_normal(cos_tilt, 1.0, hyper["sigma_spin"], -1.0, 1.0)
     iso = jnp.where(jnp.abs(cos_tilt) <= 1, 0.5, 0.0)
     return hyper["xi_spin"] * aligned + (1 - hyper["xi_spin"]) * iso
+
+
+def spin_tilt_pair(cos_tilt_1, cos_tilt_2, hyper):
+    """Joint tilt density of both spins, the GWTC-3 "Default" model: with probability ``xi_spin``
+    both are near-aligned (independent truncated normals at 1, width ``sigma_spin``), otherwise
+    both isotropic: ``xi N(z1) N(z2) + (1 - xi) / 4``. (A product of two `spin_tilt_mixture` is a
+    different model: there each spin chooses its own component.)"""
+    aligned = hyper["xi_spin"] * (
+        truncated_normal(cos_tilt_1, 1.0, hyper["sigma_spin"], -1.0, 1.0)
+        * truncated_normal(cos_tilt_2, 1.0, hyper["sigma_spin"], -1.0, 1.0)
+    )
+    inside = (jnp.abs(cos_tilt_1) <= 1) & (jnp.abs(cos_tilt_2) <= 1)
+    return aligned + jnp.where(inside, (1 - hyper["xi_spin"]) / 4, 0.0)
 
 
 def _dvc_dz_grid(z_max: float, n: int):
