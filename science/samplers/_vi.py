@@ -127,7 +127,14 @@ class FlowVI:
             # NaN/+inf stop the run (checked below).
             inside = log_p > -jnp.inf
             gap = jnp.where(inside, log_q - log_p, 0.0)
-            return jnp.sum(gap) / jnp.maximum(jnp.sum(inside), 1), (x, log_p)
+            fit = jnp.sum(gap) / jnp.maximum(jnp.sum(inside), 1)
+            # At zero-density draws KL(q || p) is infinite but the path gradient is zero: a
+            # score-function term (draws held fixed) lowers the flow's density there. Without it
+            # a flow drifting across a rejection boundary is not pushed back, and once all its
+            # draws are outside the loss is exactly 0 and it stays there.
+            log_q_live = flow.log_prob(jax.lax.stop_gradient(x))
+            escape = jnp.sum(jnp.where(inside, 0.0, log_q_live)) / n_elbo
+            return fit + escape, (x, log_p)
 
         (loss, (x, log_p)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         bad_each = jnp.isnan(log_p) | (log_p == jnp.inf)

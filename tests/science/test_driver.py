@@ -270,3 +270,19 @@ def test_vi_nan_gradient_stops():
         ss.SamplerError, match="gradient of the log-density is not finite at a flow"
     ):
         ss.sample(jax.random.key(1), t, SMALL_VI, progress=False)
+
+
+def test_vi_is_pushed_out_of_a_rejection_region():
+    # The likelihood rises towards a wall beyond which it is -inf (like the GWTC-3 N_eff rule):
+    # p(x) ∝ e^x on [-5, 1]. Zero-density draws get a score-function push; without it the flow
+    # leaks across the wall (measured: k-hat 0.79, importance ESS 38 of 4000; with it 0.15, 3460).
+    target = ss.Target(
+        lambda p: jnp.where(p["x"] < 1.0, p["x"], -jnp.inf), {"x": dist.Uniform(-5.0, 5.0)}
+    )
+    vi = ss.FlowVI(steps=400, chunk=200, n_elbo=32, n_draws=4000, draw_batch=2000, max_refine=0)
+    r = ss.sample(jax.random.key(3), target, vi, progress=False)
+    x = r.resample(jax.random.key(4), 4000)[:, 0]
+    assert r.diagnostics["khat"] < 0.5, r.diagnostics["khat"]
+    exact = 6 * np.exp(-5) / (np.e - np.exp(-5))  # int x e^x / int e^x over [-5, 1]
+    assert np.mean(x) == pytest.approx(exact, abs=0.05)
+    assert np.all(x < 1.0)
