@@ -134,7 +134,16 @@ class FlowVI:
             # draws are outside the loss is exactly 0 and it stays there.
             log_q_live = flow.log_prob(jax.lax.stop_gradient(x))
             escape = jnp.sum(jnp.where(inside, 0.0, log_q_live)) / n_elbo
-            return fit + escape, (x, log_p)
+            # That push has zero mean once *every* draw is outside (the score's expectation
+            # under q): then fit the flow to reference draws instead, weighted by their tempered
+            # likelihood (self-normalised importance sampling of the forward KL), which leads it
+            # back to where the density is not zero.
+            rescue = jax.lax.cond(
+                jnp.any(inside),
+                lambda: jnp.zeros(()),
+                lambda: self._rescue(flow, key, target, beta, n_elbo),
+            )
+            return fit + escape + rescue, (x, log_p)
 
         (loss, (x, log_p)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         bad_each = jnp.isnan(log_p) | (log_p == jnp.inf)
@@ -160,6 +169,14 @@ class FlowVI:
             "bad_where": where,
         }
         return new, info
+
+    def _rescue(self, flow, key, target: Target, beta, n: int):
+        z = target.prior_sample(jax.random.fold_in(key, 1), n)
+        log_w = jax.vmap(lambda u: target.tempered(u, beta) - target.log_reference(u))(z)
+        ok = log_w > -jnp.inf
+        w = jax.nn.softmax(jnp.where(ok, log_w, -jnp.inf))
+        w = jax.lax.stop_gradient(jnp.where(jnp.any(ok) & ok, w, 0.0))
+        return -jnp.sum(w * jnp.where(ok, flow.log_prob(z), 0.0))
 
     def draw(self, key, state: VIState, target: Target, mesh=None):
         """``n_draws`` importance draws and their log weights ``log p - log q``.
