@@ -13,8 +13,10 @@ Targets (`synthetic_cases`; the truths are analytic, no reference run is needed)
 - ``mixture d=2``: ``0.3 N((-4,-4), I) + 0.7 N((4,4), I)``, modes ~11 sd apart (``log Z = 0``);
   the recovered weight of mode 1 (the share of draws with ``x0 + x1 < 0``) is reported.
 
-`gw_population_cases` is the hook where the gravitational-wave population likelihood will be
-added (it returns no cases yet); `CASE_BUILDERS` lists the builders that run.
+The gravitational-wave population likelihood is benchmarked by `benchmarks/gw.py` with this
+module's machinery (its own results file and section: it needs a cached catalogue and takes its
+reference from the runs), so `gw_population_cases` returns no cases here; `CASE_BUILDERS` lists
+the builders that run.
 
 Samplers, each run as one call from scratch (fresh closures, so every jitted function compiles
 anew; the timed call is the first call of its configuration in the process; flowMC's persistent
@@ -106,6 +108,11 @@ class Case:
     compiles anew. ``mean``/``std`` are the true posterior moments, ``log_z`` the true
     ``log int exp(logp)``. ``extra(x[n, dim], w[n])`` returns target-specific checks (the
     mixture's mode weight), compared with ``extra_truth``.
+
+    A truth estimated by a reference run carries its Monte-Carlo error ``mean_se`` (added in
+    quadrature to each run's MCSE in the accuracy test). ``make_target`` (optional) builds the
+    `ss.Target` ours sample (e.g. one with a prior, so flow VI tempers from it); its
+    ``log_density`` must be ``make_logp()``, over the same unconstrained coordinates.
     """
 
     name: str
@@ -120,6 +127,8 @@ class Case:
     init: np.ndarray | None = None
     extra: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None
     extra_truth: dict[str, float] = dataclasses.field(default_factory=dict)
+    mean_se: np.ndarray | None = None
+    make_target: Callable[[], ss.Target] | None = None
 
     @property
     def x0(self) -> np.ndarray:
@@ -317,10 +326,8 @@ def synthetic_cases(quick: bool) -> list[Case]:
 
 
 def gw_population_cases(quick: bool) -> list[Case]:
-    """Hook for the gravitational-wave population likelihood (power law + peak mass model with
-    selection effects from mock injections, see ANCHORS.md). Not implemented yet: it will return
-    a `Case` whose ``make_logp`` is the hyper-posterior in unconstrained coordinates (Jacobians
-    included) and whose truth comes from a long reference run (stated in ``truth``)."""
+    """Hook for the gravitational-wave population likelihood. Empty: that case (`gw.gw_case`)
+    runs from `benchmarks/gw.py`, which writes ``results/gw.json`` and the ``gw`` section."""
     del quick
     return []
 
@@ -385,6 +392,9 @@ class Run:
     z_max: float = math.inf
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     error: str | None = None
+    # (x[n, dim], w[n], ESS per parameter or None for importance draws), for re-scoring against
+    # a reference known only after all runs (benchmarks/gw.py); not written to the JSON
+    draws: tuple | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def ess_per_s(self) -> float:
@@ -398,10 +408,24 @@ class Run:
         return self.error is None and self.ess_counts and self.z_max <= Z_MAX and rhat_ok
 
     def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(dataclasses.replace(self, draws=None))
+        del d["draws"]
         d["ess_per_s"] = self.ess_per_s
         d["accurate"] = self.accurate
         return d
+
+
+def moments(
+    x: np.ndarray, w: np.ndarray, ess: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted mean, sd and the mean's Monte-Carlo standard error (see `_score`)."""
+    mean = w @ x
+    std = np.sqrt(w @ (x - mean) ** 2)
+    if ess is None:
+        mcse = np.sqrt((w**2) @ (x - mean) ** 2)
+    else:
+        mcse = std / np.sqrt(np.maximum(ess, 1.0))
+    return mean, std, mcse
 
 
 def _score(
@@ -414,14 +438,12 @@ def _score(
     ``sqrt(sum_i w_i^2 (x_i - mean)^2)``, which, unlike ``sd / sqrt(Kish ESS)``, grows when the
     large weights sit in the tails of that parameter.
     """
-    mean = w @ x
-    std = np.sqrt(w @ (x - mean) ** 2)
-    if ess is None:
-        mcse = np.sqrt((w**2) @ (x - mean) ** 2)
-    else:
-        mcse = std / np.sqrt(np.maximum(ess, 1.0))
+    mean, std, mcse = moments(x, w, ess)
+    if case.mean_se is not None:  # the truth is itself an estimate (a reference run)
+        mcse = np.sqrt(mcse**2 + case.mean_se**2)
     z = np.abs(mean - case.mean) / np.maximum(mcse, 1e-300)
     run.z_max = float(np.max(z))
+    run.draws = (x, w, ess)
     run.details.update(
         mean_err_max=float(np.max(np.abs(mean - case.mean) / case.std)),
         std_rel_err_max=float(np.max(np.abs(std / case.std - 1))),
@@ -443,6 +465,8 @@ def _timed(run: Run, fn: Callable[[], Any]) -> Any:
 
 
 def _target(case: Case) -> ss.Target:
+    if case.make_target is not None:
+        return case.make_target()
     logp = case.make_logp()
     return ss.Target.from_log_density(lambda p: logp(p["x"]), init={"x": jnp.asarray(case.x0)})
 
@@ -452,12 +476,18 @@ def run_ours(kind: str, case: Case, seed: int) -> Run:
     sampler = ss.NUTS(**case.settings["nuts"], evidence=False) if kind == OUR_NUTS else None
     sampler = sampler or case.settings[kind]
 
+    start = case.settings.get("mcmc_init_scale")  # ours' MCMC chains start like the peers'
+    kw = {}
+    if start is not None and kind != FLOW_VI:
+        noise = jax.random.normal(jax.random.key(seed + 1), (sampler.n_chains, case.dim))
+        kw["init_positions"] = jnp.asarray(case.x0) + start * noise
+
     def call():
         target = _target(case)
-        return target, ss.sample(jax.random.key(seed), target, sampler, progress=False)
+        return target, ss.sample(jax.random.key(seed), target, sampler, progress=False, **kw)
 
     target, r = _timed(run, call)
-    x = r.samples.reshape(-1, case.dim)
+    x = r.z.reshape(-1, case.dim)  # unconstrained, like the peers' draws
     if kind == FLOW_VI:
         w = r.weights()
         run.min_ess = float(1.0 / np.sum(w**2))  # Kish ESS of the PSIS weights
@@ -474,14 +504,14 @@ def run_ours(kind: str, case: Case, seed: int) -> Run:
         )
         _score(run, case, x, w)
         return run
-    ess, rhat = chain_ess(r.samples)
+    ess, rhat = chain_ess(r.z)
     run.min_ess = float(ess.min())
     run.details.update(rhat_max=float(rhat.max()), lib_min_ess=r.min_ess())
     for k in ("accept_local", "accept_global", "accept", "divergences", "mean_tree_steps"):
         if k in r.diagnostics:
             run.details[k] = r.diagnostics[k]
     _score(run, case, x, np.full(x.shape[0], 1.0 / x.shape[0]), ess)
-    if kind == FLOW_MCMC and seed == 0:
+    if kind == FLOW_MCMC and seed == 0 and math.isfinite(case.log_z):
         # The learned-harmonic-mean evidence (what FlowMCMC(evidence=True) adds), timed apart and
         # on thinned draws (<= EVIDENCE_DRAWS): on all 64 x 1000 draws its flow fit alone takes
         # minutes at d = 20 on 2 cores. First seed only.
@@ -498,34 +528,37 @@ def run_ours(kind: str, case: Case, seed: int) -> Run:
     return run
 
 
-def run_numpyro(case: Case, seed: int) -> Run:
+def numpyro_draws(
+    case: Case, seed: int, st: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NumPyro ``MCMC(NUTS(potential_fn))`` on a fresh closure of the case's log-density:
+    ``draws[chain, draw, dim]``, the divergence flags and the tree steps per draw."""
     from numpyro.infer import MCMC, NUTS
 
-    run = Run(NUMPYRO, case.name, seed)
-    st = case.settings["nuts"]
     n_chains = st["n_chains"]
+    logp = case.make_logp()
+    k_init, k_run = jax.random.split(jax.random.PRNGKey(seed))
+    init = jnp.asarray(case.x0) + 0.1 * jax.random.normal(k_init, (n_chains, case.dim))
+    mcmc = MCMC(
+        NUTS(potential_fn=lambda x: -logp(x), max_tree_depth=st.get("max_tree_depth", 10)),
+        num_warmup=st["n_warmup"],
+        num_samples=st["n_samples"],
+        num_chains=n_chains,
+        chain_method=st.get("chain_method", "vectorized"),
+        progress_bar=False,
+    )
+    mcmc.run(k_run, init_params=init, extra_fields=("diverging", "num_steps"))
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    return (
+        np.asarray(mcmc.get_samples(group_by_chain=True)),
+        np.asarray(extra["diverging"]),
+        np.asarray(extra["num_steps"]),
+    )
 
-    def call():
-        logp = case.make_logp()
-        k_init, k_run = jax.random.split(jax.random.PRNGKey(seed))
-        init = jnp.asarray(case.x0) + 0.1 * jax.random.normal(k_init, (n_chains, case.dim))
-        mcmc = MCMC(
-            NUTS(potential_fn=lambda x: -logp(x)),
-            num_warmup=st["n_warmup"],
-            num_samples=st["n_samples"],
-            num_chains=n_chains,
-            chain_method="vectorized",
-            progress_bar=False,
-        )
-        mcmc.run(k_run, init_params=init, extra_fields=("diverging", "num_steps"))
-        extra = mcmc.get_extra_fields(group_by_chain=True)
-        return (
-            np.asarray(mcmc.get_samples(group_by_chain=True)),
-            np.asarray(extra["diverging"]),
-            np.asarray(extra["num_steps"]),
-        )
 
-    samples, div, steps = _timed(run, call)
+def run_numpyro(case: Case, seed: int) -> Run:
+    run = Run(NUMPYRO, case.name, seed)
+    samples, div, steps = _timed(run, lambda: numpyro_draws(case, seed, case.settings["nuts"]))
     ess, rhat = chain_ess(samples)
     run.min_ess = float(ess.min())
     run.details.update(
@@ -545,6 +578,7 @@ def run_flowmc(case: Case, seed: int) -> Run:
     run = Run(FLOWMC, case.name, seed)
     st = dict(case.settings["flowmc"])
     n_chains = st.pop("n_chains")
+    init_scale = st.pop("init_scale", 3.0)
 
     def call():
         logp = case.make_logp()
@@ -557,8 +591,9 @@ def run_flowmc(case: Case, seed: int) -> Run:
             resource_strategy_bundles=bundle,
             checkpoint_interval=0,  # no checkpoint, no persistent compilation cache
         )
-        # Same start as ours FlowMCMC: draws of the broad N(0, 3^2) reference.
-        init = jnp.asarray(case.x0) + 3.0 * jax.random.normal(k_init, (n_chains, case.dim))
+        # Same start as ours FlowMCMC: draws of the broad N(0, 3^2) reference (or, with
+        # ``init_scale``, a narrower ball where most of that reference has zero density).
+        init = jnp.asarray(case.x0) + init_scale * jax.random.normal(k_init, (n_chains, case.dim))
         sampler.sample(init, {})
         res = sampler.resources
         return (
@@ -683,6 +718,19 @@ def _flag(s: dict[str, Any], who: str) -> str:
     return f" **{who} INACCURATE in {s['n'] - s['n_accurate']}/{s['n']} seeds ({'; '.join(why)})**"
 
 
+def _peer_label(peer: str, case: Case) -> str:
+    """`PEER_LABEL`, with the case's NumPyro chain method and tree-depth cap when not default."""
+    st = case.settings.get("nuts", {})
+    label = PEER_LABEL[peer]
+    if peer == NUMPYRO:
+        label = label.replace('"vectorized"', f'"{st.get("chain_method", "vectorized")}"')
+        if "max_tree_depth" in st:
+            label = label.replace(
+                "(potential_fn)", f"(potential_fn, max_tree_depth={st['max_tree_depth']})"
+            )
+    return label
+
+
 def rows_for_case(case: Case, summ: dict[str, dict[str, Any]], n_seeds: int) -> list[dict]:
     rows = []
     seeds = f"median of {n_seeds} seed{'s' if n_seeds > 1 else ''}"
@@ -697,7 +745,7 @@ def rows_for_case(case: Case, summ: dict[str, dict[str, Any]], n_seeds: int) -> 
                 f"{case.name}: {ours}",
                 "min-ESS/s",
                 so["ess_per_s"],
-                PEER_LABEL[peer],
+                _peer_label(peer, case),
                 sp["ess_per_s"],
                 better="higher",
                 note=f"ours: {_desc(so)}; peer: {_desc(sp)}; {seeds}"
@@ -708,7 +756,7 @@ def rows_for_case(case: Case, summ: dict[str, dict[str, Any]], n_seeds: int) -> 
                 r["note"] += " — not a win (ours inaccurate)"
             rows.append(r)
     vi, mc = summ.get(FLOW_VI), summ.get(FLOW_MCMC)
-    if vi is not None and "log_z" in vi:
+    if vi is not None and "log_z" in vi and math.isfinite(case.log_z):
         r = common.row(
             f"{case.name}: log Z",
             "log Z",
@@ -858,6 +906,16 @@ def intro(report: dict[str, Any], cases: list[Case], s: dict[str, dict[str, dict
         "Adam 1e-3, batch 10000 = n_max_examples, MALA step 0.1 adapted), chains start at "
         "3·N(0,1); ours per target in `benchmarks/results/samplers.json` (`settings`).",
         "",
+    ]
+    lines += sampler_table(cases, s)
+    lines += ["", "Goal (≥ 5× NumPyro NUTS min-ESS/s at equal accuracy, best of ours):"]
+    lines += [f"- {k}: {v}" for k, v in report["goal"].items()]
+    return "\n".join(lines)
+
+
+def sampler_table(cases: list[Case], s: dict[str, dict[str, dict]]) -> list[str]:
+    """Markdown lines: one row per case and sampler (medians over seeds)."""
+    lines = [
         "| target | sampler | min-ESS/s | min ESS | wall s | XLA compile s | accuracy |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -871,9 +929,7 @@ def intro(report: dict[str, Any], cases: list[Case], s: dict[str, dict[str, dict
                 f"| {case.name} | {name} | {so['ess_per_s']:.4g} | {so['min_ess']:.0f} | "
                 f"{so['wall_s']:.1f} | {so['compile_s']:.1f} | {_acc(so)}{flag} |"
             )
-    lines += ["", "Goal (≥ 5× NumPyro NUTS min-ESS/s at equal accuracy, best of ours):"]
-    lines += [f"- {k}: {v}" for k, v in report["goal"].items()]
-    return "\n".join(lines)
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------
@@ -890,20 +946,22 @@ def _run_from_dict(d: dict[str, Any]) -> Run:
     return Run(**kw)
 
 
-def measure(args) -> tuple[list[Case], list[Run], dict[str, Any]]:
-    """Run every sampler on every case for ``args.seeds`` seeds."""
+def measure(
+    args, cases: list[Case] | None = None, samplers: tuple[str, ...] = SAMPLERS
+) -> tuple[list[Case], list[Run], dict[str, Any]]:
+    """Run every sampler on every case (default: ``CASE_BUILDERS``') for ``args.seeds`` seeds."""
     global CLOCK
     n_seeds = args.seeds or 1
     t_start = time.perf_counter()
     meta: dict[str, Any] = {"loadavg_start": _loadavg(), "commit": _git_commit()}
     CLOCK = CompileClock()
-    cases = [c for build in CASE_BUILDERS for c in build(args.quick)]
+    if cases is None:
+        cases = [c for build in CASE_BUILDERS for c in build(args.quick)]
+        if args.quick and not args.cases:
+            cases = [c for c in cases if c.name == "mixture d=2"]
     if args.cases:
         want = [w.strip() for w in args.cases.split(",")]
         cases = [c for c in cases if any(w in c.name for w in want)]
-    elif args.quick:
-        cases = [c for c in cases if c.name == "mixture d=2"]
-    samplers = SAMPLERS
     if args.samplers:
         want = [w.strip() for w in args.samplers.split(",")]
         samplers = tuple(s for s in SAMPLERS if any(w in s for w in want))
@@ -951,8 +1009,23 @@ def load(path: pathlib.Path) -> tuple[list[Case], list[Run], dict[str, Any]]:
     return cases, runs, meta
 
 
-def publish(cases: list[Case], runs: list[Run], meta: dict[str, Any], args) -> None:
-    """Summaries, rows, goal verdicts; the JSON and the BENCHMARKS.md section."""
+TITLE = "Samplers: min-ESS per second incl. compile (`benchmarks/samplers.py`)"
+
+
+def publish(
+    cases: list[Case],
+    runs: list[Run],
+    meta: dict[str, Any],
+    args,
+    *,
+    name: str = "samplers",
+    title: str = TITLE,
+    intro_fn: Callable[[dict, list[Case], dict], str] = intro,
+    more: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Summaries, rows, goal verdicts; ``results/<name>.json`` (or ``args.out``, with ``more``
+    merged in) and the ``name`` section of BENCHMARKS.md (``intro_fn(report, cases, summary)``
+    above the rows). Returns the report."""
     summary: dict[str, dict[str, dict]] = {}
     for case in cases:
         summary[case.name] = {}
@@ -980,42 +1053,38 @@ def publish(cases: list[Case], runs: list[Run], meta: dict[str, Any], args) -> N
         "summary": summary,
         "goal": goal_verdicts(cases, summary),
         "runs": [r.as_dict() for r in runs],
+        **(more or {}),
     }
-    path = None if args.out is None else pathlib.Path(args.out)
-    report = common.write_results("samplers", rows, extra=_clean(extra), path=path)
+    path = pathlib.Path(args.out) if args.out else common.RESULTS / f"{name}.json"
+    report = common.write_results(name, rows, extra=_clean(extra), path=path)
     if "date" in meta:  # a re-render keeps the measurement's date
         report["date"] = meta["date"]
-        (path or common.RESULTS / "samplers.json").write_text(
-            json.dumps(report, indent=1, ensure_ascii=False) + "\n"
-        )
+        path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     common.print_table(rows, max_note=90)
     print("\n" + "\n".join(f"goal {k}: {v}" for k, v in extra["goal"].items()))
-    print(f"\nwrote {path or common.RESULTS / 'samplers.json'} ({meta['total_wall_s']} s)")
+    print(f"\nwrote {path} ({meta['total_wall_s']} s)")
     if not args.no_md:
         md = common.update_benchmarks_md(
-            "samplers",
-            report,
-            title="Samplers: min-ESS per second incl. compile (`benchmarks/samplers.py`)",
-            intro=intro(report, cases, summary),
+            name, report, title=title, intro=intro_fn(report, cases, summary)
         )
         print(f"updated {md}")
+    return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(name: str, description: str, quick: str, seeds: str) -> argparse.Namespace:
+    """The command line of the sampler benchmarks (``name``: the results file's stem)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: tiny settings, the mixture only, 1 seed, no warm-up; writes "
-        "$TMPDIR/samplers_quick.json (unless --out) and leaves BENCHMARKS.md alone",
+        help=f"smoke run: {quick}; writes $TMPDIR/{name}_quick.json (unless --out) and leaves "
+        "BENCHMARKS.md alone",
     )
-    parser.add_argument(
-        "--seeds", type=int, default=None, help="seeds per sampler (1; each adds ~17 min)"
-    )
+    parser.add_argument("--seeds", type=int, default=None, help=seeds)
     parser.add_argument("--cases", default=None, help="comma-separated case names (substring)")
     parser.add_argument("--samplers", default=None, help="comma-separated sampler names")
     parser.add_argument("--no-md", action="store_true", help="do not update BENCHMARKS.md")
-    parser.add_argument("--out", default=None, help="JSON path (default results/samplers.json)")
+    parser.add_argument("--out", default=None, help=f"JSON path (default results/{name}.json)")
     parser.add_argument(
         "--render",
         default=None,
@@ -1024,8 +1093,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick and args.out is None:  # a smoke run never overwrites the measurement
-        args.out = os.path.join(tempfile.gettempdir(), "samplers_quick.json")
+        args.out = os.path.join(tempfile.gettempdir(), f"{name}_quick.json")
         args.no_md = True
+    return args
+
+
+def main() -> None:
+    args = parse_args(
+        "samplers",
+        __doc__.splitlines()[0],
+        quick="tiny settings, the mixture only, 1 seed, no warm-up",
+        seeds="seeds per sampler (1; each adds ~17 min)",
+    )
     if args.render:
         publish(*load(pathlib.Path(args.render)), args)
     else:
