@@ -201,8 +201,7 @@ mixture = m.Mixture(BBH=(bbh_population, "rate_bbh"), NSBH=(nsbh_population, "ra
 
 def component(hyper, name):
     """The hyperparameters one subpopulation sees: shared ones plus its own, prefix removed."""
-    out = {k: v for k, v in hyper.items() if "." not in k}
-    return out | {k.split(".", 1)[1]: v for k, v in hyper.items() if k.startswith(f"{name}.")}
+    return m.Mixture.hyper_for(name, hyper)
 
 
 truth = {k: jnp.asarray(v) for k, v in cat.truths.items()}

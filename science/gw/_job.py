@@ -263,7 +263,7 @@ def mass_curves(model: str, grid, hyper) -> dict[str, jax.Array]:
     merger rate per unit m1, ``rate_k p_k(m1)`` [yr^-1 Msun^-1]."""
     if model == "bbh":
         return {"BBH": m.power_law_peak(grid, hyper, m1_grid=M1_GRID)}
-    bbh, nsbh = (m.Mixture._hyper_for(k, hyper) for k in ("BBH", "NSBH"))
+    bbh, nsbh = (m.Mixture.hyper_for(k, hyper) for k in ("BBH", "NSBH"))
     return {
         "BBH": hyper["rate_bbh"] * m.power_law_peak(grid, bbh, m1_grid=M1_GRID),
         "NSBH": hyper["rate_nsbh"] * m.power_law_primary(grid, nsbh),

@@ -339,7 +339,7 @@ def make_mixture_catalogue(
     draws = {"BBH": draw_population, "NSBH": draw_nsbh}
     parts = []
     for idx, name in enumerate(("BBH", "NSBH")):
-        h = models.Mixture._hyper_for(name, hyper)
+        h = models.Mixture.hyper_for(name, hyper)
         n = int(rng.poisson(rates[name] * observing_time))
         ev, snr = _detections(rng, lambda r, k, f=draws[name], h=h: f(r, h, k), n)
         ev["subpop"] = np.full(snr.size, idx)

@@ -335,7 +335,8 @@ class Mixture:
         self.components = components
 
     @staticmethod
-    def _hyper_for(name, hyper):
+    def hyper_for(name, hyper):
+        """The hyperparameters subpopulation ``name`` sees: unprefixed ones, then its own."""
         pre = f"{name}."
         out = {k: v for k, v in hyper.items() if "." not in k}
         out.update({k[len(pre) :]: v for k, v in hyper.items() if k.startswith(pre)})
@@ -344,7 +345,7 @@ class Mixture:
     def __call__(self, data, hyper):
         total = None
         for name, (pop, rate_key) in self.components.items():
-            p = hyper[rate_key] * pop(data, self._hyper_for(name, hyper))
+            p = hyper[rate_key] * pop(data, self.hyper_for(name, hyper))
             total = p if total is None else total + p
         return total
 
