@@ -1,0 +1,25 @@
+"""Pulsar-timing-array background model comparison: spectral models (`spectra`), the free-spectrum
+refit likelihood on published PTA free spectra, the full Gaussian-process likelihood of the EPTA
+DR2 timing data, evidences and Bayes factors with the flow sampler, and ``jaxaccel pta-compare``."""
+
+from . import _units as units
+from ._freespec import (
+    DATASETS as DATASETS,
+    DEFAULT_BINS as DEFAULT_BINS,
+    FreeSpectrum as FreeSpectrum,
+    PTADataError as PTADataError,
+    RefitLikelihood as RefitLikelihood,
+    data_folder as data_folder,
+    load_free_spectrum as load_free_spectrum,
+)
+
+__all__ = [
+    "units",
+    "DATASETS",
+    "DEFAULT_BINS",
+    "FreeSpectrum",
+    "PTADataError",
+    "RefitLikelihood",
+    "data_folder",
+    "load_free_spectrum",
+]
