@@ -109,11 +109,15 @@ class FreeSpectrum:
             return np.arange(n)
         if isinstance(bins, (int, np.integer)):
             if not 1 <= bins <= n:
-                raise ValueError(f"bins={bins}: {self.name} has {n} frequency bins; expected 1..{n}")
+                raise ValueError(
+                    f"bins={bins}: {self.name} has {n} frequency bins; expected 1..{n}"
+                )
             return np.arange(int(bins))
         idx = np.asarray(list(bins))
         if idx.size == 0 or idx.dtype.kind not in "iu":
-            raise ValueError(f"bins: expected an int or a non-empty list of bin indices, got {bins!r}")
+            raise ValueError(
+                f"bins: expected an int or a non-empty list of bin indices, got {bins!r}"
+            )
         if idx.min() < 0 or idx.max() >= n or len(set(idx.tolist())) != idx.size:
             raise ValueError(
                 f"bins={idx.tolist()}: indices must be distinct and within 0..{n - 1} for {self.name}"
@@ -140,11 +144,15 @@ def load_free_spectrum(name: str, folder: str | Path | None = None) -> FreeSpect
         folder = data_folder() / "freespec" / DATASETS[name][0]
     folder = Path(folder)
     if not folder.is_dir():
-        raise PTADataError(f"free-spectrum data for {name!r}: folder {folder} does not exist. {_HOW_TO_GET}")
+        raise PTADataError(
+            f"free-spectrum data for {name!r}: folder {folder} does not exist. {_HOW_TO_GET}"
+        )
     need = ("density.npy", "log10rhogrid.npy", "freqs.npy")
     missing = [f for f in need if not (folder / f).exists()]
     if missing:
-        raise PTADataError(f"free-spectrum data for {name!r}: {folder} lacks {missing}. {_HOW_TO_GET}")
+        raise PTADataError(
+            f"free-spectrum data for {name!r}: {folder} lacks {missing}. {_HOW_TO_GET}"
+        )
     dens = np.load(folder / "density.npy")
     grid = np.load(folder / "log10rhogrid.npy").astype(np.float64)
     freqs = np.load(folder / "freqs.npy").astype(np.float64)
@@ -156,7 +164,9 @@ def load_free_spectrum(name: str, folder: str | Path | None = None) -> FreeSpect
         )
     step = np.diff(grid)
     if not (step > 0).all() or np.ptp(step) > 1e-6 * step.mean():
-        raise PTADataError(f"{folder}/log10rhogrid.npy: expected an increasing, uniformly spaced grid")
+        raise PTADataError(
+            f"{folder}/log10rhogrid.npy: expected an increasing, uniformly spaced grid"
+        )
     if not np.isfinite(dens).all():
         raise PTADataError(f"{folder}/density.npy: non-finite log-densities")
     lower = _prior_edges(folder, dens, grid)
@@ -224,7 +234,9 @@ class RefitLikelihood:
             def spectrum(f, p):
                 a = model.log10_rho_s(f, p, tspan)
                 b = with_smbhb.log10_rho_s(f, p, tspan)
-                return 0.5 * jnp.logaddexp(2 * a * math.log(10), 2 * b * math.log(10)) / math.log(10)
+                return (
+                    0.5 * jnp.logaddexp(2 * a * math.log(10), 2 * b * math.log(10)) / math.log(10)
+                )
 
         return cls(data, spectrum, bins=bins, fmax_hz=fmax_hz)
 

@@ -65,7 +65,9 @@ def log10_hc_from_log10_rho_s(f_hz, log10_rho_s, tspan_s):
 
 def log10_rho_s_from_log10_h2_omega(f_hz, log10_h2_omega, tspan_s):
     """log10 rho [s] per bin from log10 Omega_GW h^2."""
-    return log10_rho_s_from_log10_hc(f_hz, log10_hc_from_log10_h2_omega(f_hz, log10_h2_omega), tspan_s)
+    return log10_rho_s_from_log10_hc(
+        f_hz, log10_hc_from_log10_h2_omega(f_hz, log10_h2_omega), tspan_s
+    )
 
 
 def log10_h2_omega_from_log10_rho_s(f_hz, log10_rho_s, tspan_s):

@@ -1,0 +1,76 @@
+"""``jaxaccel pta-compare``: config errors, Bayes-factor bookkeeping and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from science import pta
+from science.pta import _compare as cmp, _job
+
+needs_data = pytest.mark.skipif(
+    not (pta.data_folder() / "freespec").is_dir(), reason="../shared/data/pta not present"
+)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(SystemExit, match="unknown keys"):
+        _job.JobConfig.for_size("tiny", {"stepz": 3})
+    with pytest.raises(SystemExit, match="datasets: 'nanograv'"):
+        _job.JobConfig.for_size("tiny", {"datasets": ["nanograv"]})
+    with pytest.raises(SystemExit, match="models: 'AXION'"):
+        _job.JobConfig.for_size("tiny", {"models": ["AXION"]})
+    with pytest.raises(SystemExit, match="bins.ppta_dr3"):
+        _job.JobConfig.for_size("tiny", {"bins": {"ppta_dr3": 0}})
+    with pytest.raises(SystemExit, match="steps"):
+        _job.JobConfig.for_size("tiny", {"steps": -1})
+    config = _job.JobConfig.for_size("tiny", {"models": ["DW"]})
+    assert config.models[0] == "SMBHB"  # the reference is always fitted
+
+
+def test_bayes_factors_and_table():
+    runs = [
+        cmp.ModelRun("d", "SMBHB", -3.0, 0.03, 0.1, 900.0, ("a",), {}, 1.0),
+        cmp.ModelRun("d", "DW", -1.0, 0.04, 0.9, 100.0, ("b",), {}, 1.0),
+    ]
+    rows = cmp.bayes_factors(runs)
+    dw = next(r for r in rows if r["model"] == "DW")
+    assert dw["ln_bf"] == pytest.approx(2.0)
+    assert dw["ln_bf_err"] == pytest.approx(0.05)
+    table = cmp.format_table(rows)
+    assert "+2.00 ± 0.05" in table and "k-hat 0.90" in table
+
+
+def test_hellinger_distance():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, 200_000)
+    assert cmp.hellinger(a, rng.normal(0, 1, 200_000)) < 0.02
+    # Two unit normals 1 apart: H^2 = 1 - exp(-1/8).
+    assert cmp.hellinger(a, rng.normal(1, 1, 200_000), bins=200) == pytest.approx(
+        math.sqrt(1 - math.exp(-1 / 8)), abs=0.01
+    )
+    assert cmp.hellinger(a, a + 100.0) == pytest.approx(1.0)
+
+
+@needs_data
+def test_tiny_job_writes_the_table_and_resumes(tmp_path, monkeypatch):
+    summary = _job.run("tiny", 0, tmp_path)
+    assert (tmp_path / "bayes_factors.md").exists()
+    assert (tmp_path / "spectra_epta_dr2new.png").exists()
+    rows = {r["model"]: r for r in json.loads((tmp_path / "bayes_factors.json").read_text())}
+    assert set(rows) == {"SMBHB", "IGW"}
+    assert all(np.isfinite(r["log_z"]) for r in rows.values())
+    full = summary["full_likelihood"]
+    assert np.isfinite(full["ln_bf_hd_vs_curn"])
+    # A second run reads every finished model back instead of sampling again.
+    import science.samplers as ss
+
+    def boom(*a, **k):
+        raise AssertionError("resumed run sampled again")
+
+    monkeypatch.setattr(ss, "sample", boom)
+    again = _job.run("tiny", 0, tmp_path)
+    assert again["refit"] == summary["refit"]
