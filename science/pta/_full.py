@@ -67,12 +67,14 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
+from ._freespec import PTADataError, data_folder
 from ._units import F_YR_HZ
 
 __all__ = [
     "PTADataError",
     "Pulsar",
     "load_epta_dr2",
+    "default_data_folder",
     "hellings_downs",
     "PTALikelihood",
 ]
@@ -90,10 +92,6 @@ RED_GAMMA_BOUNDS = (0.0, 7.0)
 GW_LOG10_A_BOUNDS = (-18.0, -11.0)
 GW_GAMMA_BOUNDS = (0.0, 7.0)
 GW_LOG10_RHO_BOUNDS = (-10.0, -4.0)
-
-
-class PTADataError(FileNotFoundError):
-    """PTA data missing or malformed (a `FileNotFoundError`, so ``except OSError`` also catches it)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,12 +217,9 @@ class Pulsar:
         return float(self.toas.max() - self.toas.min())
 
 
-def _default_data_folder() -> Path:
-    env = os.environ.get("JAXACCEL_PTA_DATA")
-    if env:
-        return Path(env) / "epta_dr2"
-    repo_root = Path(__file__).resolve().parents[2]
-    return repo_root.parent / "shared" / "data" / "pta" / "epta_dr2"
+def default_data_folder() -> Path:
+    """``data_folder() / "epta_dr2"``: ``$JAXACCEL_PTA_DATA/epta_dr2`` or ``../shared/data/pta/epta_dr2``."""
+    return data_folder() / "epta_dr2"
 
 
 def load_epta_dr2(
@@ -243,7 +238,7 @@ def load_epta_dr2(
     """
     import pyarrow.feather as feather
 
-    path = Path(folder) if folder is not None else _default_data_folder()
+    path = Path(folder) if folder is not None else default_data_folder()
     if not path.is_dir():
         raise PTADataError(f"EPTA DR2 data folder not found: {path}. {_DATA_HINT}")
     if pulsars is None:
@@ -646,7 +641,12 @@ class PTALikelihood:
         orf = jnp.asarray(self.orf_matrix)
         Gk = phi_gw[:, None, None] * orf[None] + jax.vmap(jnp.diag)(phi_red[:, :G].T)  # (G, P, P)
         Lk = jnp.repeat(jnp.linalg.cholesky(Gk), 2, axis=0)  # (2G, P, P), per coefficient j
-        S = jnp.einsum("jca,cjk,kcb->ajbk", Lk, A_red, Lk).reshape(P * lo, P * lo)
+        # S[a j, b k] = sum_c Lk[j, c, a] A_red[c, j, k] Lk[k, c, b], as an elementwise product and
+        # one matmul batched over j (a three-operand einsum here made batched gradients crawl).
+        X = A_red[:, :, :, None] * jnp.transpose(Lk, (1, 0, 2))[:, None, :, :]  # (c, j, k, b)
+        Xj = jnp.transpose(X, (1, 0, 2, 3)).reshape(lo, P, lo * P)  # (j, c, k b)
+        S = jnp.matmul(jnp.swapaxes(Lk, 1, 2), Xj)  # (j, a, k b)
+        S = jnp.transpose(S.reshape(lo, P, lo, P), (1, 0, 3, 2)).reshape(P * lo, P * lo)
         y = jnp.einsum("jca,cj->aj", Lk, b_red).reshape(P * lo)
         logdet_L, quad_L = _chol_logdet_quad(jnp.eye(P * lo) + S, y)
         return 0.5 * (quad_H + quad_L) - 0.5 * (logdet_H + logdet_L)
@@ -674,13 +674,36 @@ class PTALikelihood:
         base = float(np.sum(self._const) - 0.5 * np.sum(self._rKr))
         return jnp.where(ok, base + gp, -jnp.inf)
 
+    def sequential(self):
+        """`log_likelihood` whose batches (under ``vmap``, as samplers evaluate it) run one point at
+        a time, value and gradient together (a ``custom_vjp`` over ``sequential_vmap``).
+
+        The samplers use this for the HD likelihood: on XLA's CPU backend (jaxlib 0.10.2) the
+        batched gradient of the 25-pulsar HD graph wedges the intra-op thread pool for batches of
+        about 12 and more (the process hangs at ~0% CPU; a known class of XLA CPU hangs on vmapped
+        graphs). One point at a time costs the same per point (~32 ms with its gradient on 2 cores).
+        """
+        ll = self.log_likelihood
+        value = jax.custom_batching.sequential_vmap(ll)
+        value_and_grad = jax.custom_batching.sequential_vmap(jax.value_and_grad(ll))
+
+        @jax.custom_vjp
+        def log_likelihood(params):
+            return value(params)
+
+        def fwd(params):
+            return value_and_grad(params)
+
+        def bwd(grad, ct):
+            return (jax.tree.map(lambda g: ct * g, grad),)
+
+        log_likelihood.defvjp(fwd, bwd)
+        return log_likelihood
+
     def log_likelihood_batch(self, params: Mapping[str, Any]) -> jax.Array:
         """`log_likelihood` vmapped over a leading axis of every parameter array (shape ``(B,)``).
 
-        For batched *gradients* of the HD likelihood prefer ``jax.lax.map(jax.grad(like.log_likelihood),
-        params)``: on the 2-core CPU test machine ``jax.vmap(jax.grad(...))`` of the 25-pulsar HD model
-        (n_red=30) stalled for batches >= 4-8 (jaxlib 0.10.2; unbatched gradients, batched values and CURN
-        are unaffected; cause not isolated).
+        For batched *gradients* of the HD likelihood use `sequential` (see there why).
         """
         return jax.vmap(self.log_likelihood)(params)
 

@@ -12,8 +12,8 @@ the data's own noise-analysis values, 25 x 2 red-noise parameters + the common p
 CURN and Hellings-Downs, with their evidences and Bayes factor (``full_likelihood.json``).
 
 Interrupted runs resume: finished models are read back from ``runs/``. Sizes: ``tiny`` (tests:
-one data set, two models, 4 pulsars), ``small`` (all data sets and models, fewer steps; full
-likelihood on all pulsars), ``full`` (+ combinations, Hellinger distances, longer fits).
+one data set, two models, 4 pulsars), ``small`` (EPTA DR2new, all models; a short full-likelihood
+fit on all pulsars), ``full`` (all three data sets, + combinations, Hellinger distances, long fits).
 Config (TOML, all optional): ``datasets``, ``models``, ``bins`` (table data set -> number of lowest
 bins), ``steps``, ``n_draws``, ``combos`` (bool), ``hellinger`` (bool), ``full_likelihood`` (bool),
 ``pulsars`` (number or list of names), ``full_steps``.
@@ -49,21 +49,21 @@ SIZES = {
         "full_draws": 2000,
     },
     "small": {
-        "datasets": tuple(DATASETS),
+        "datasets": ("epta_dr2new",),
         "models": None,  # all
-        "steps": 400,
+        "steps": 600,
         "n_draws": 8000,
         "combos": False,
         "hellinger": False,
         "full_likelihood": True,
         "pulsars": None,  # all 25
-        "full_steps": 800,
+        "full_steps": 600,
         "full_draws": 8000,
     },
     "full": {
         "datasets": tuple(DATASETS),
         "models": None,
-        "steps": 1000,
+        "steps": 1500,
         "n_draws": 20000,
         "combos": True,
         "hellinger": True,
@@ -243,6 +243,18 @@ def run_refit(config: JobConfig, seed: int, out: Path) -> list[cmp.ModelRun]:
     return runs
 
 
+def _corner(path, x, names):
+    import corner
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = corner.corner(x, labels=list(names), quantiles=[0.05, 0.5, 0.95], show_titles=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def run_full(config: JobConfig, seed: int, out: Path) -> dict:
     """CURN and HD evidences on the EPTA DR2 timing data with the full likelihood."""
     from science import samplers as ss
@@ -265,7 +277,8 @@ def run_full(config: JobConfig, seed: int, out: Path) -> dict:
             results[orf] = json.loads(done.read_text())
             continue
         lik = _full.PTALikelihood(pulsars, orf=orf)
-        target = ss.Target(lik.log_likelihood, lik.priors())
+        # HD: batches one point at a time (XLA's CPU backend hangs on the batched HD gradient).
+        target = ss.Target(lik.sequential() if orf == "hd" else lik.log_likelihood, lik.priors())
         key, k = jax.random.split(key)
         t0 = time.perf_counter()
         res = ss.sample(
@@ -275,18 +288,7 @@ def run_full(config: JobConfig, seed: int, out: Path) -> dict:
         gw = [n for n in res.names if n.startswith("gw_")]
         x = res.resample(jax.random.key(3), 4000)
         q = {n: np.quantile(x[:, res.names.index(n)], [0.05, 0.5, 0.95]).tolist() for n in gw}
-        res_small = ss.Result(
-            sampler=res.sampler,
-            names=tuple(gw),
-            samples=res.samples[..., [res.names.index(n) for n in gw]],
-            z=res.z[..., [res.names.index(n) for n in gw]],
-            log_weights=res.log_weights,
-            log_z=res.log_z,
-            log_z_err=res.log_z_err,
-            diagnostics={},
-            wall_seconds=res.wall_seconds,
-        )
-        res_small.corner(folder / "gw_corner.png")
+        _corner(folder / "gw_corner.png", x[:, [res.names.index(n) for n in gw]], gw)
         info = {
             "orf": orf,
             "n_pulsars": len(pulsars),
@@ -307,7 +309,12 @@ def run_full(config: JobConfig, seed: int, out: Path) -> dict:
 
 
 def run(size: str, seed: int, out: Path, overrides: dict | None = None) -> dict:
-    jax.config.update("jax_enable_x64", True)  # the full likelihood needs float64
+    """Run the comparison (float64 throughout: the full likelihood needs it)."""
+    with jax.enable_x64(True):
+        return _run(size, seed, out, overrides)
+
+
+def _run(size: str, seed: int, out: Path, overrides: dict | None) -> dict:
     config = JobConfig.for_size(size, overrides or {})
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

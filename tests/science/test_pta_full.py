@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg as sla
@@ -316,3 +317,22 @@ def test_all_25_pulsars_finite():
         assert np.isfinite(float(v)), orf
         assert all(np.isfinite(float(x)) for x in g.values())
         assert time.perf_counter() - t < 120
+
+
+@needs_data
+def test_sequential_batches_equal_the_vmapped_likelihood():
+    """`sequential()` (what samplers use for HD) gives the same batched values and gradients."""
+    like = PTALikelihood(load_epta_dr2(DATA, SMALL), n_red=8, n_gw=3, orf="hd")
+    rng = np.random.default_rng(5)
+    points = [_random_params(like, rng) for _ in range(4)]
+    batch = {k: np.array([p[k] for p in points]) for k in points[0]}
+    seq = like.sequential()
+
+    def total(f):
+        return lambda b: jnp.sum(jax.vmap(f)(b))
+
+    v1, g1 = jax.jit(jax.value_and_grad(total(like.log_likelihood)))(batch)
+    v2, g2 = jax.jit(jax.value_and_grad(total(seq)))(batch)
+    assert np.isclose(float(v1), float(v2), rtol=1e-12)
+    for k in g1:
+        np.testing.assert_allclose(np.asarray(g2[k]), np.asarray(g1[k]), rtol=1e-9, atol=1e-9)

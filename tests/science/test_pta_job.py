@@ -56,6 +56,7 @@ def test_hellinger_distance():
 
 
 @needs_data
+@pytest.mark.slow
 def test_tiny_job_writes_the_table_and_resumes(tmp_path, monkeypatch):
     summary = _job.run("tiny", 0, tmp_path)
     assert (tmp_path / "bayes_factors.md").exists()
