@@ -51,3 +51,39 @@ def test_gw_population_ipynb_is_in_sync_with_the_script():
         "examples/gw_population.ipynb is out of date: regenerate it with "
         "`jupytext --to ipynb examples/gw_population.py`"
     )
+
+
+@pytest.mark.slow
+def test_pta_notebook_runs_and_matches_quadrature(tmp_path):
+    if not (Path(__file__).resolve().parents[2] / "shared" / "data" / "pta").is_dir():
+        pytest.skip("../shared/data/pta not present")
+    env = os.environ | {"PTA_NOTEBOOK_SIZE": "tiny", "PTA_NOTEBOOK_OUT": str(tmp_path)}
+    env.pop("MPLBACKEND", None)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "pta_model_comparison.py")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("free_spectra.png", "spectra_epta_dr2new.png", "curn_posterior.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    err = summary["smbhb_log_z_err"]
+    assert abs(summary["smbhb_log_z_flow"] - summary["smbhb_log_z_grid"]) < 3 * err + 2e-3
+
+
+def test_pta_ipynb_is_in_sync_with_the_script():
+    jupytext = pytest.importorskip("jupytext")
+    script = jupytext.read(EXAMPLES / "pta_model_comparison.py")
+    notebook = jupytext.read(EXAMPLES / "pta_model_comparison.ipynb")
+
+    def cells(nb):
+        return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+    assert cells(notebook) == cells(script), (
+        "examples/pta_model_comparison.ipynb is out of date: regenerate it with "
+        "`jupytext --to ipynb examples/pta_model_comparison.py`"
+    )
