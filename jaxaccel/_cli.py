@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["main", "common_parser", "CommonArgs"]
+__all__ = ["main", "common_parser", "CommonArgs", "run_job"]
 
 Size = Literal["tiny", "small", "full"]
 
@@ -59,6 +59,13 @@ def parse_common(ns: argparse.Namespace) -> CommonArgs:
                 raise SystemExit(f"--config: {ns.config} is not valid TOML: {e}") from None
     ns.out.mkdir(parents=True, exist_ok=True)
     return CommonArgs(out=ns.out, config=config, seed=ns.seed, size=ns.size)
+
+
+def run_job(prog: str, description: str, run, argv: Sequence[str] | None = None) -> int:
+    """The ``main`` of a job: parse the common options and call ``run(size, seed, out, config)``."""
+    args = parse_common(common_parser(prog, description).parse_args(argv))
+    run(args.size, args.seed, args.out, args.config)
+    return 0
 
 
 def _commands() -> dict[str, importlib.metadata.EntryPoint]:

@@ -39,17 +39,18 @@ def test_gw_population_notebook_runs_and_recovers_the_rates(tmp_path):
     assert at_truth["neff_injections"] > at_truth["neff_threshold"]
 
 
-def test_gw_population_ipynb_is_in_sync_with_the_script():
+@pytest.mark.parametrize("name", ["gw_population", "pta_model_comparison"])
+def test_ipynb_is_in_sync_with_the_script(name):
     jupytext = pytest.importorskip("jupytext")
-    script = jupytext.read(EXAMPLES / "gw_population.py")
-    notebook = jupytext.read(EXAMPLES / "gw_population.ipynb")
+    script = jupytext.read(EXAMPLES / f"{name}.py")
+    notebook = jupytext.read(EXAMPLES / f"{name}.ipynb")
 
     def cells(nb):
         return [(c.cell_type, c.source.strip()) for c in nb.cells]
 
     assert cells(notebook) == cells(script), (
-        "examples/gw_population.ipynb is out of date: regenerate it with "
-        "`jupytext --to ipynb examples/gw_population.py`"
+        f"examples/{name}.ipynb is out of date: regenerate it with "
+        f"`jupytext --to ipynb examples/{name}.py`"
     )
 
 
@@ -73,17 +74,3 @@ def test_pta_notebook_runs_and_matches_quadrature(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     err = summary["smbhb_log_z_err"]
     assert abs(summary["smbhb_log_z_flow"] - summary["smbhb_log_z_grid"]) < 3 * err + 2e-3
-
-
-def test_pta_ipynb_is_in_sync_with_the_script():
-    jupytext = pytest.importorskip("jupytext")
-    script = jupytext.read(EXAMPLES / "pta_model_comparison.py")
-    notebook = jupytext.read(EXAMPLES / "pta_model_comparison.ipynb")
-
-    def cells(nb):
-        return [(c.cell_type, c.source.strip()) for c in nb.cells]
-
-    assert cells(notebook) == cells(script), (
-        "examples/pta_model_comparison.ipynb is out of date: regenerate it with "
-        "`jupytext --to ipynb examples/pta_model_comparison.py`"
-    )

@@ -405,8 +405,4 @@ def run(size: str, seed: int, out: Path, overrides: dict | None = None) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     from jaxaccel import _cli
 
-    p = _cli.common_parser("gw-population", __doc__ or "")
-    ns = p.parse_args(argv)
-    args = _cli.parse_common(ns)
-    run(args.size, args.seed, args.out, args.config)
-    return 0
+    return _cli.run_job("gw-population", __doc__ or "", run, argv)

@@ -171,7 +171,7 @@ def _spectrum_curves(data, runs, models, bins) -> dict[str, np.ndarray]:
     return curves
 
 
-def _hellinger_vs_nuts(key, data, model, run, bins, out) -> dict[str, float]:
+def _hellinger_vs_nuts(key, data, model, run, bins) -> dict[str, float]:
     from science import samplers as ss
 
     target, _ = cmp.refit_target(data, model, bins=bins)
@@ -235,7 +235,7 @@ def run_refit(config: JobConfig, seed: int, out: Path) -> list[cmp.ModelRun]:
         if config.hellinger:
             for run in shown:
                 key, k = jax.random.split(key)
-                h = _hellinger_vs_nuts(k, data, models[run.label], run, bins, out)
+                h = _hellinger_vs_nuts(k, data, models[run.label], run, bins)
                 (out / "runs" / dataset / run.label / "hellinger.json").write_text(json.dumps(h))
                 print(
                     f"  {dataset:12s} {run.label:22s} Hellinger flow vs NUTS: max {max(h.values()):.3f}"
@@ -361,8 +361,4 @@ def _run(size: str, seed: int, out: Path, overrides: dict | None) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     from jaxaccel import _cli
 
-    p = _cli.common_parser("pta-compare", __doc__ or "")
-    ns = p.parse_args(argv)
-    args = _cli.parse_common(ns)
-    run(args.size, args.seed, args.out, args.config)
-    return 0
+    return _cli.run_job("pta-compare", __doc__ or "", run, argv)
