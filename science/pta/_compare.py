@@ -34,20 +34,26 @@ __all__ = [
 PLUS_PREFIX = "smbhb_"
 
 
+def _prefixed(key):
+    if isinstance(key, tuple):
+        return tuple(PLUS_PREFIX + k for k in key)
+    return PLUS_PREFIX + key
+
+
 def refit_target(data: FreeSpectrum, model, *, bins=None, plus=None):
     """The `Target` of ``model`` (plus, optionally, a second model's spectrum added in power,
     its parameters prefixed ``smbhb_``) on the free spectrum ``data``, and the likelihood."""
     from science import samplers as ss
 
     tspan = data.tspan_s
-    prior = dict(model.prior())
+    prior = dict(model.sampling_prior())
     if plus is None:
 
         def spectrum(f, p):
             return model.log10_rho_s(f, p, tspan)
 
     else:
-        prior.update({PLUS_PREFIX + k: v for k, v in plus.prior().items()})
+        prior.update({_prefixed(k): v for k, v in plus.sampling_prior().items()})
         ln10 = math.log(10.0)
 
         def spectrum(f, p):

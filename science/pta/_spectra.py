@@ -46,6 +46,7 @@ from science.pta import _units
 
 __all__ = [
     "Param",
+    "OrderedUniform",
     "SpectralModel",
     "MODELS",
     "get_model",
@@ -255,12 +256,104 @@ class Param:
         return (self.mean - 5.0 * self.sd, self.mean + 5.0 * self.sd)
 
 
+class _OrderedBox(dist.constraints.Constraint):
+    """Pairs ``low <= x[0] <= x[1] <= high``."""
+
+    event_dim = 1
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = float(low), float(high)
+
+    def __call__(self, x):
+        return (self.low <= x[..., 0]) & (x[..., 0] <= x[..., 1]) & (x[..., 1] <= self.high)
+
+    def feasible_like(self, prototype):
+        w = self.high - self.low
+        return jnp.broadcast_to(jnp.asarray([self.low + w / 3, self.low + 2 * w / 3]), prototype.shape)
+
+    def tree_flatten(self):
+        return (self.low, self.high), (("low", "high"), {})
+
+
+class _OrderedBoxTransform(dist.transforms.Transform):
+    """R^2 -> the ordered triangle with a constant Jacobian on the unit square in between.
+
+    ``u, v = sigmoid(z)``; ``lo = L + W (1 - sqrt(1 - u))``, ``hi = lo + (H - lo) v``: the map
+    (u, v) -> (lo, hi) has Jacobian W^2/2 everywhere, so uniform (u, v) is uniform on the triangle.
+    """
+
+    domain = dist.constraints.real_vector
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = float(low), float(high)
+
+    @property
+    def codomain(self):
+        return _OrderedBox(self.low, self.high)
+
+    def __call__(self, z):
+        w = self.high - self.low
+        u, v = jax.nn.sigmoid(z[..., 0]), jax.nn.sigmoid(z[..., 1])
+        lo = self.low + w * (1.0 - jnp.sqrt(1.0 - u))
+        return jnp.stack([lo, lo + (self.high - lo) * v], axis=-1)
+
+    def _inverse(self, x):
+        w = self.high - self.low
+        lo, hi = x[..., 0], x[..., 1]
+        u = 1.0 - ((self.high - lo) / w) ** 2
+        v = (hi - lo) / (self.high - lo)
+        return jnp.stack([jnp.log(u) - jnp.log1p(-u), jnp.log(v) - jnp.log1p(-v)], axis=-1)
+
+    def log_abs_det_jacobian(self, z, x, intermediates=None):
+        w = self.high - self.low
+        log_sig_prime = -jax.nn.softplus(-z) - jax.nn.softplus(z)
+        return 2.0 * math.log(w) - math.log(2.0) + jnp.sum(log_sig_prime, axis=-1)
+
+    def tree_flatten(self):
+        return (self.low, self.high), (("low", "high"), {})
+
+
+@dist.transforms.biject_to.register(_OrderedBox)
+def _biject_ordered_box(constraint):
+    return _OrderedBoxTransform(constraint.low, constraint.high)
+
+
+class OrderedUniform(dist.Distribution):
+    """Two uniform[low, high] values, sorted: density 2 / (high - low)^2 on ``x[0] <= x[1]``.
+
+    For a model symmetric in two parameters (SIGW-BOX's band edges) this prior gives the same
+    evidence as the two independent uniforms, and a posterior without the mirror-image mode.
+    """
+
+    arg_constraints = {}
+    reparametrized_params = []
+
+    def __init__(self, low: float, high: float, *, validate_args=None):
+        self.low, self.high = float(low), float(high)
+        self._support = _OrderedBox(low, high)
+        super().__init__(batch_shape=(), event_shape=(2,), validate_args=validate_args)
+
+    @property
+    def support(self):
+        return self._support
+
+    def sample(self, key, sample_shape=()):
+        x = jax.random.uniform(key, (*sample_shape, 2), minval=self.low, maxval=self.high)
+        return jnp.sort(x, axis=-1)
+
+    def log_prob(self, value):
+        inside = self._support(value)
+        return jnp.where(inside, math.log(2.0) - 2.0 * math.log(self.high - self.low), -jnp.inf)
+
+
 @dataclasses.dataclass(frozen=True)
 class SpectralModel:
     """A background model: ``fn(f_hz, p) -> log10(Omega_GW h^2)`` plus its priors and citations.
 
-    ``joint_prior`` (optional) is ``(names, distribution)`` for a correlated prior over several
-    parameters (the SMBHB holodeck Gaussian); `prior` then returns its exact marginals.
+    ``joint_prior`` (optional) is ``(names, distribution)`` for a joint prior over several
+    parameters (the SMBHB holodeck Gaussian; SIGW-BOX's ordered band edges); `prior` then returns
+    marginals (for the box edges: the NG15 independent uniforms, equivalent for this symmetric
+    model) and `sampling_prior` the joint form the evidences use.
     """
 
     name: str
@@ -282,6 +375,16 @@ class SpectralModel:
     def prior(self) -> dict[str, dist.Distribution]:
         """Independent (marginal) prior per parameter, keyed by name."""
         return {q.name: q.distribution() for q in self.params}
+
+    def sampling_prior(self) -> dict:
+        """The prior the samplers use: `prior` with ``joint_prior``'s names under one tuple key
+        (`science.samplers.Target`'s joint-prior form)."""
+        if self.joint_prior is None:
+            return self.prior()
+        names, joint = self.joint_prior
+        out = {k: v for k, v in self.prior().items() if k not in names}
+        out[tuple(names)] = joint
+        return out
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -845,7 +948,10 @@ MODELS: dict[str, SpectralModel] = {
             ),
             _sigw_box,
             "Kohri & Terada 2018 Eqs. (30-32); box P_zeta of De Luca et al. 2022; " + _NG15 + ".",
-            "SIGW from P_zeta = A between f_min and f_max (the two are ordered inside the model).",
+            "SIGW from P_zeta = A between f_min and f_max. The spectrum is symmetric in the two "
+            "edges (they are ordered inside the model); sampled with the ordered prior "
+            "(`OrderedUniform`), which has the same evidence as NG15-NP's two uniforms.",
+            joint_prior=(("log10_f_min", "log10_f_max"), OrderedUniform(-11.0, -5.0)),
         ),
         SpectralModel(
             "SIGW-DELTA",

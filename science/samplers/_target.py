@@ -10,7 +10,10 @@ mapped back to named, constrained values.
 Three ways to build one:
 
 - ``Target(log_likelihood, prior={"mu": dist.Normal(0, 5), ...})`` -- numpyro distributions as the
-  prior; their supports give the bounds and the evidence is that of ``prior x likelihood``.
+  prior; their supports give the bounds and the evidence is that of ``prior x likelihood``. A
+  tuple key, ``{("a", "b"): dist.MultivariateNormal(...)}``, is a joint prior over several named
+  scalars (the distribution's event shape must be ``(len(key),)``); the likelihood and results
+  still see ``a`` and ``b`` by name.
 - ``Target.from_log_density(log_density, init=..., bounds=...)`` -- an unnormalised log-density
   over a pytree, with optional ``(low, high)`` bounds per leaf.
 - ``Target.from_numpyro(model, *args, **kwargs)`` -- bridged through numpyro's own
@@ -107,6 +110,7 @@ class Target:
 
         if not isinstance(prior, Mapping) or not prior:
             raise TargetError("prior: expected a non-empty dict of name -> numpyro distribution")
+        prior, log_likelihood, init = self._grouped(prior, log_likelihood, init)
         for name, d in prior.items():
             if not isinstance(d, Distribution):
                 raise TargetError(
@@ -239,6 +243,50 @@ class Target:
         return self
 
     # ------------------------------------------------------------------ internals
+    _groups: dict[str, tuple[str, ...]] = {}
+
+    def _grouped(self, prior, log_likelihood, init):
+        """Joint priors under tuple keys become one vector parameter named ``"(a,b)"``."""
+        groups = {}
+        flat = {}
+        for key, d in prior.items():
+            if not isinstance(key, tuple):
+                flat[key] = d
+                continue
+            gname = "(" + ",".join(key) + ")"
+            shape = tuple(getattr(d, "batch_shape", ())) + tuple(getattr(d, "event_shape", ()))
+            if len(key) < 2 or not all(isinstance(k, str) for k in key) or shape != (len(key),):
+                raise TargetError(
+                    f"prior[{key!r}]: a joint prior needs two or more names and a distribution of "
+                    f"shape ({len(key)},), got shape {shape}"
+                )
+            groups[gname] = key
+            flat[gname] = d
+        if not groups:
+            return prior, log_likelihood, init
+        self._groups = groups
+        split = self._split_groups
+        inner = log_likelihood
+        return flat, lambda params: inner(split(params)), init
+
+    def _split_groups(self, params):
+        out = {k: v for k, v in params.items() if k not in self._groups}
+        for g, names in self._groups.items():
+            out.update({n: params[g][..., i] for i, n in enumerate(names)})
+        return out
+
+    def _stack_groups(self, params):
+        if not self._groups:
+            return params
+        members = {n for names in self._groups.values() for n in names}
+        missing = members - set(params)
+        if missing:
+            raise TargetError(f"init: missing parameters {sorted(missing)}")
+        out = {k: v for k, v in params.items() if k not in members}
+        for g, names in self._groups.items():
+            out[g] = jnp.stack([jnp.asarray(params[n], dtype=float) for n in names], axis=-1)
+        return out
+
     def _setup(self, *, transforms, shapes, log_ref_params, log_lik_params, init, has_prior):
         self.names = tuple(sorted(transforms))  # ravel_pytree's dict order
         self.shapes = shapes
@@ -251,7 +299,11 @@ class Target:
         self.dim = int(flat0.size)
         if self.dim == 0:
             raise TargetError("target has no parameters (all shapes are empty)")
-        self.flat_names = _flat_names(self.names, shapes)
+        self.flat_names = tuple(
+            n
+            for k in self.names
+            for n in self._groups.get(k, _flat_names((k,), {k: shapes[k]}))
+        )
 
         def constrain(u):
             return {k: transforms[k](u[k]) for k in self.names}
@@ -338,13 +390,15 @@ class Target:
         """Named constrained values of an unconstrained flat vector (or a batch of them)."""
         if z.ndim > 1:
             return jax.vmap(self.constrain)(z)
-        return self._constrain_u(self._unravel_u(z))
+        c = self._constrain_u(self._unravel_u(z))
+        return self._split_groups(c) if self._groups else c
 
     @lenient
     def unconstrain(self, params: Mapping[str, Any]) -> Float[Array, " dim"]:
         """The flat unconstrained vector of named constrained values (checks the bounds)."""
         if self._prior is None and not hasattr(self, "_transforms"):
             raise TargetError("unconstrain: not available for numpyro-model targets")
+        params = self._stack_groups(params)
         missing = set(self.names) - set(params)
         if missing:
             raise TargetError(f"init: missing parameters {sorted(missing)}")
@@ -371,7 +425,7 @@ class Target:
     @lenient
     def describe(self, z) -> str:
         """``name=value`` text of the constrained values at ``z`` (for error messages)."""
-        c = self.constrain(jnp.asarray(z))
+        c = self._constrain_u(self._unravel_u(jnp.asarray(z)))
         flat, _ = ravel_pytree({k: c[k] for k in self.names})
         return ", ".join(
             f"{n}={v:.6g}" for n, v in zip(self.flat_names, np.asarray(flat).tolist(), strict=True)
@@ -381,7 +435,7 @@ class Target:
         """Constrained values flattened in `flat_names` order (works on batches)."""
         if z.ndim > 1:
             return jax.vmap(self.flat_constrained)(z)
-        c = self.constrain(z)
+        c = self._constrain_u(self._unravel_u(z))
         return ravel_pytree({k: c[k] for k in self.names})[0]
 
     @lenient
