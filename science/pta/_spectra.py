@@ -269,7 +269,9 @@ class _OrderedBox(dist.constraints.Constraint):
 
     def feasible_like(self, prototype):
         w = self.high - self.low
-        return jnp.broadcast_to(jnp.asarray([self.low + w / 3, self.low + 2 * w / 3]), prototype.shape)
+        return jnp.broadcast_to(
+            jnp.asarray([self.low + w / 3, self.low + 2 * w / 3]), prototype.shape
+        )
 
     def tree_flatten(self):
         return (self.low, self.high), (("low", "high"), {})

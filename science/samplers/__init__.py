@@ -26,6 +26,7 @@ from ._result import (
     harmonic_evidence as harmonic_evidence,
     importance_evidence as importance_evidence,
     psis as psis,
+    reweight as reweight,
 )
 from ._target import Target as Target, TargetError as TargetError
 from ._vi import FlowVI as FlowVI

@@ -26,6 +26,7 @@ __all__ = [
     "importance_evidence",
     "psis",
     "harmonic_evidence",
+    "reweight",
 ]
 
 
@@ -145,7 +146,9 @@ class Result:
 
     ``samples[chain, draw, dim]`` holds constrained values in ``names`` order (for flow VI one
     "chain" of flow draws, with ``log_weights`` the Pareto-smoothed normalised importance
-    log-weights); ``z`` the same draws in the sampler's unconstrained coordinates.
+    log-weights); ``z`` the same draws in the sampler's unconstrained coordinates. Flow VI also
+    keeps ``raw_log_weights`` (``log p(z) - log q(z)``, unsmoothed), with which the draws can be
+    reweighted to another likelihood over the same parameters.
     """
 
     sampler: str
@@ -157,6 +160,7 @@ class Result:
     log_z_err: float | None
     diagnostics: dict[str, Any]
     wall_seconds: float
+    raw_log_weights: np.ndarray | None = None
 
     # ------------------------------------------------------------------ summaries
     def weights(self) -> np.ndarray:
@@ -227,6 +231,8 @@ class Result:
         arrays = {"samples": self.samples, "z": self.z}
         if self.log_weights is not None:
             arrays["log_weights"] = self.log_weights
+        if self.raw_log_weights is not None:
+            arrays["raw_log_weights"] = self.raw_log_weights
         np.savez(folder / "samples.npz", **arrays)
         info = {
             "sampler": self.sampler,
@@ -243,6 +249,25 @@ class Result:
         if plot:
             self.corner(folder / "corner.png")
         return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Result:
+        """Read back what `save` wrote (``samples.npz`` and ``result.json``)."""
+        folder = Path(folder)
+        info = json.loads((folder / "result.json").read_text())
+        z = np.load(folder / "samples.npz")
+        return cls(
+            sampler=info["sampler"],
+            names=tuple(info["names"]),
+            samples=z["samples"],
+            z=z["z"],
+            log_weights=z["log_weights"] if "log_weights" in z else None,
+            log_z=info["log_z"],
+            log_z_err=info["log_z_err"],
+            diagnostics=info["diagnostics"],
+            wall_seconds=info["wall_seconds"],
+            raw_log_weights=z["raw_log_weights"] if "raw_log_weights" in z else None,
+        )
 
     def corner(self, path: str | Path, *, truths: dict[str, float] | None = None, max_dims=8):
         """A corner plot (the ``corner`` package) of the first ``max_dims`` parameters."""
@@ -265,3 +290,51 @@ class Result:
         fig.savefig(path, dpi=80)
         plt.close(fig)
         return path
+
+
+def reweight(result: Result, log_ratio: np.ndarray, *, sampler: str | None = None) -> Result:
+    """Flow-VI draws reweighted to a new target over the same parameters (and prior).
+
+    ``log_ratio[i]`` is ``log p_new(x_i) - log p_old(x_i)`` at each draw (for two likelihoods
+    with one prior: the log-likelihood difference). The new evidence is the mean of the new raw
+    weights; its k-hat says whether the old proposal covers the new posterior. The diagnostics
+    hold ``log_bf`` = ln(Z_new / Z_old) with a paired standard error (the same draws enter both
+    means, so their shared Monte-Carlo noise largely cancels).
+    """
+    if result.raw_log_weights is None:
+        raise ValueError(
+            "reweight: the result has no raw_log_weights (only flow VI results carry them)"
+        )
+    old = np.asarray(result.raw_log_weights, dtype=np.float64).reshape(-1)
+    log_ratio = np.asarray(log_ratio, dtype=np.float64).reshape(-1)
+    if log_ratio.shape != old.shape:
+        raise ValueError(f"reweight: log_ratio has {log_ratio.size} values for {old.size} draws")
+    live = np.isfinite(old)
+    if np.isnan(log_ratio[live]).any():
+        raise ValueError("reweight: log_ratio is NaN at some draws with non-zero weight")
+    new = np.where(live, old + np.where(live, log_ratio, 0.0), -np.inf)
+    log_z, log_z_err = importance_evidence(new)
+    smoothed, khat = psis(new)
+    w = np.exp(smoothed - smoothed.max())
+    w /= w.sum()
+    a = np.exp(new - new[live].max())
+    b = np.exp(old - old[live].max())
+    ra, rb = a / a.mean(), b / b.mean()
+    var = (np.var(ra, ddof=1) + np.var(rb, ddof=1) - 2.0 * np.cov(ra, rb)[0, 1]) / old.size
+    log_bf = log_z - importance_evidence(old)[0]
+    diag = {
+        "khat": khat,
+        "ess_is": float(1.0 / np.sum(w**2)),
+        "log_bf": float(log_bf),
+        "log_bf_err": float(math.sqrt(max(var, 0.0))),
+        "reweighted_from": result.sampler,
+    }
+    return dataclasses.replace(
+        result,
+        sampler=sampler or f"{result.sampler}, reweighted",
+        log_weights=smoothed.reshape(result.samples.shape[:2]),
+        raw_log_weights=new.reshape(result.samples.shape[:2]),
+        log_z=log_z,
+        log_z_err=log_z_err,
+        diagnostics=diag,
+    )

@@ -300,9 +300,7 @@ class Target:
         if self.dim == 0:
             raise TargetError("target has no parameters (all shapes are empty)")
         self.flat_names = tuple(
-            n
-            for k in self.names
-            for n in self._groups.get(k, _flat_names((k,), {k: shapes[k]}))
+            n for k in self.names for n in self._groups.get(k, _flat_names((k,), {k: shapes[k]}))
         )
 
         def constrain(u):

@@ -307,6 +307,7 @@ class FlowVI:
             samples=np.asarray(target.flat_constrained(jnp.asarray(x)))[None],
             z=x[None],
             log_weights=smoothed[None],
+            raw_log_weights=np.asarray(lw)[None],
             log_z=log_z,
             log_z_err=log_z_err,
             diagnostics=diag,

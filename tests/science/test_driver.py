@@ -1,5 +1,6 @@
 """Target construction errors, finite checks, checkpoint/resume, results on disk, sharding."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -124,6 +125,43 @@ def test_joint_prior_under_a_tuple_key():
     np.testing.assert_allclose(np.cov(np.asarray(x[:, :2]).T), cov, atol=0.08)
     with pytest.raises(ss.TargetError, match=r"joint prior needs two or more names"):
         ss.Target(log_lik, prior={("a", "b", "c"): joint})
+
+
+def test_reweight_to_another_density_and_load(tmp_path):
+    """Draws of q = N(0, 1.5^2) weighted to p_old = N(0, 1) (Z = 1), reweighted to
+    p_new = 2 N(0.3, 1) (Z = 2): ln Z and ln BF are ln 2 within their errors."""
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 1.5, 40_000)
+    raw = stats.norm.logpdf(x) - stats.norm.logpdf(x, scale=1.5)
+    base = ss.Result(
+        sampler="flow VI + PSIS",
+        names=("x",),
+        samples=x[None, :, None],
+        z=x[None, :, None],
+        log_weights=raw[None],
+        log_z=0.0,
+        log_z_err=0.0,
+        diagnostics={"ess_is": 1.0},
+        wall_seconds=1.0,
+        raw_log_weights=raw[None],
+    )
+    base.save(tmp_path, plot=False)
+    back = ss.Result.load(tmp_path)
+    np.testing.assert_array_equal(back.raw_log_weights, raw[None])
+    ratio = np.log(2.0) + stats.norm.logpdf(x, loc=0.3) - stats.norm.logpdf(x)
+    new = ss.reweight(back, ratio)
+    d = new.diagnostics
+    assert abs(new.log_z - np.log(2.0)) < 4 * new.log_z_err
+    assert abs(d["log_bf"] - np.log(2.0)) < 4 * d["log_bf_err"] + 1e-12
+    assert d["log_bf_err"] < new.log_z_err  # pairing cancels the shared noise
+    assert d["khat"] < 0.5
+    assert abs(new.mean()["x"] - 0.3) < 0.03
+    with pytest.raises(ValueError, match="log_ratio has 3 values"):
+        ss.reweight(back, np.zeros(3))
+    with pytest.raises(ValueError, match="no raw_log_weights"):
+        ss.reweight(dataclasses.replace(back, raw_log_weights=None), ratio)
 
 
 def test_numpyro_bridge_matches_explicit_target():

@@ -65,7 +65,11 @@ def test_tiny_job_writes_the_table_and_resumes(tmp_path, monkeypatch):
     assert set(rows) == {"SMBHB", "IGW"}
     assert all(np.isfinite(r["log_z"]) for r in rows.values())
     full = summary["full_likelihood"]
-    assert np.isfinite(full["ln_bf_hd_vs_curn"])
+    assert np.isfinite(full["ln_bf_hd_vs_curn"]) and full["ln_bf_err"] >= 0
+    assert "reweighted" in full["hd"]["method"]
+    assert (tmp_path / "full" / "hd" / "gw_corner.png").exists()
+    vs = full["free_spectrum"]["vs_shipped"]
+    assert (tmp_path / "free_spectrum_hd.png").exists() and np.isfinite(vs["max_abs_z"])
     # A second run reads every finished model back instead of sampling again.
     import science.samplers as ss
 

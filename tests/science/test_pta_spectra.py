@@ -74,8 +74,9 @@ def test_ordered_uniform_prior_is_normalised_and_matches_the_square():
     cell = (g[1] - g[0]) ** 2
     np.testing.assert_allclose(float(jnp.sum(jnp.exp(log_w))) * cell, 1.0, rtol=2e-3)
     # symmetric likelihood: a bump at (-9, -7) and its mirror image
-    lik = lambda a, b: np.exp(-0.5 * ((a + 9) ** 2 + (b + 7) ** 2) / 0.3**2) + np.exp(
-        -0.5 * ((b + 9) ** 2 + (a + 7) ** 2) / 0.3**2
+    lik = lambda a, b: (
+        np.exp(-0.5 * ((a + 9) ** 2 + (b + 7) ** 2) / 0.3**2)
+        + np.exp(-0.5 * ((b + 9) ** 2 + (a + 7) ** 2) / 0.3**2)
     )
     z_ordered = float(jnp.sum(jnp.exp(log_w) * lik(x[:, 0], x[:, 1]))) * cell
     square, _ = integrate.dblquad(lambda b, a: lik(a, b) / 36.0, -11, -5, -11, -5, epsabs=1e-10)
