@@ -19,7 +19,7 @@ Interrupted runs resume: finished models are read back from ``runs/``. Sizes: ``
 one data set, two models, 4 pulsars), ``small`` (EPTA DR2new, all models; a short full-likelihood
 fit on all pulsars), ``full`` (all three data sets, + combinations, Hellinger distances, long fits).
 Config (TOML, all optional): ``datasets``, ``models``, ``bins`` (table data set -> number of lowest
-bins), ``steps``, ``n_draws``, ``combos`` (bool), ``hellinger`` (bool or list of data sets), ``full_likelihood`` (bool),
+bins), ``steps``, ``n_draws``, ``combos`` and ``hellinger`` (bool or list of data sets), ``full_likelihood`` (bool),
 ``pulsars`` (number or list of names), ``full_steps``, ``full_draws``, ``free_spectrum`` (bool).
 """
 
@@ -72,7 +72,7 @@ SIZES = {
         "models": None,
         "steps": 800,
         "n_draws": 20000,
-        "combos": True,
+        "combos": ("epta_dr2new",),
         "hellinger": ("epta_dr2new",),
         "full_likelihood": True,
         "pulsars": None,
@@ -91,7 +91,7 @@ class JobConfig:
     bins: dict[str, int]
     steps: int
     n_draws: int
-    combos: bool
+    combos: tuple[str, ...]
     hellinger: tuple[str, ...]
     full_likelihood: bool
     pulsars: int | tuple[str, ...] | None
@@ -125,11 +125,13 @@ class JobConfig:
             if not isinstance(v, int) or v < 1:
                 raise SystemExit(f"--config: bins.{k}: expected a positive number of lowest bins")
             bins[k] = v
-        hellinger = base["hellinger"]
-        hellinger = datasets if hellinger is True else tuple(hellinger or ())
-        for d in hellinger:
-            if d not in datasets:
-                raise SystemExit(f"--config: hellinger: {d!r} is not among datasets {datasets}")
+        per_dataset = {}
+        for k in ("combos", "hellinger"):
+            v = base[k]
+            per_dataset[k] = datasets if v is True else tuple(v or ())
+            for d in per_dataset[k]:
+                if d not in datasets:
+                    raise SystemExit(f"--config: {k}: {d!r} is not among datasets {datasets}")
         pulsars = base["pulsars"]
         if isinstance(pulsars, list):
             pulsars = tuple(pulsars)
@@ -142,8 +144,8 @@ class JobConfig:
             bins=bins,
             steps=base["steps"],
             n_draws=base["n_draws"],
-            combos=bool(base["combos"]),
-            hellinger=hellinger,
+            combos=per_dataset["combos"],
+            hellinger=per_dataset["hellinger"],
             full_likelihood=bool(base["full_likelihood"]),
             pulsars=pulsars,
             full_steps=base["full_steps"],
@@ -216,7 +218,7 @@ def run_refit(config: JobConfig, seed: int, out: Path) -> list[cmp.ModelRun]:
         data = load_free_spectrum(dataset)
         bins = config.bins[dataset]
         todo = [(m, None) for m in config.models]
-        if config.combos:
+        if dataset in config.combos:
             todo += [(m, "SMBHB") for m in config.models if not m.startswith("SMBHB")]
         here = []
         for name, plus in todo:

@@ -27,6 +27,10 @@ def test_config_errors_name_the_key():
         _job.JobConfig.for_size("tiny", {"bins": {"ppta_dr3": 0}})
     with pytest.raises(SystemExit, match="steps"):
         _job.JobConfig.for_size("tiny", {"steps": -1})
+    with pytest.raises(SystemExit, match="combos: 'ppta_dr3' is not among datasets"):
+        _job.JobConfig.for_size("tiny", {"combos": ["ppta_dr3"]})
+    full = _job.JobConfig.for_size("full", {"hellinger": True})
+    assert full.hellinger == full.datasets and full.combos == ("epta_dr2new",)
     config = _job.JobConfig.for_size("tiny", {"models": ["DW"]})
     assert config.models[0] == "SMBHB"  # the reference is always fitted
 
