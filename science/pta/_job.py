@@ -419,7 +419,8 @@ def run_full(config: JobConfig, seed: int, out: Path) -> dict:
     if isinstance(config.pulsars, int):
         pulsars = pulsars[: config.pulsars]
     key = jax.random.key(seed + 1)
-    k1, k2 = jax.random.split(key)
+    key, k1 = jax.random.split(key)
+    key, k2 = jax.random.split(key)
     results, res_c, res_h = _fit_curn_then_hd(
         k1, config, pulsars, out / "full", "powerlaw", "power law"
     )
