@@ -5,8 +5,9 @@ fitted with flow VI to the shipped free spectra of EPTA DR2new, PPTA DR3 and IPT
 bins; the job writes the evidences and Bayes factors against the SMBHB power law
 (``bayes_factors.md``/``.json``), each data set's free-spectrum violins with the models' posterior
 spectra (``spectra_<data>.png``) and per-model corner plots (``runs/<data>/<model>/``). At size
-``full`` also every new-physics model plus the SMBHB background, and Hellinger distances between the
-flow's and NumPyro NUTS' marginal posteriors for every model.
+``full`` also, on EPTA DR2new, every new-physics model plus the SMBHB background and the Hellinger
+distances between the flow's and NumPyro NUTS' marginal posteriors for every model
+(``summary.json``).
 Part 2 (full likelihood): the EPTA DR2 timing data (25 pulsars; white noise and DM noise fixed at
 the data's own noise-analysis values, 25 x 2 red-noise parameters + the common power law sampled).
 CURN is fitted with flow VI; the Hellings-Downs posterior and evidence come from reweighting the
@@ -207,12 +208,15 @@ def _hellinger_vs_nuts(key, data, model, run, bins) -> dict[str, float]:
     }
 
 
-def run_refit(config: JobConfig, seed: int, out: Path) -> list[cmp.ModelRun]:
+def run_refit(config: JobConfig, seed: int, out: Path) -> tuple[list[cmp.ModelRun], dict]:
+    """Every model (and combination) on every data set; returns the runs and the Hellinger
+    distances ``{data set: {model: {parameter: H}}}``."""
     from . import _spectra
 
     models = _spectra.MODELS
     sampler = flow_vi(config.steps, config.n_draws)
     runs: list[cmp.ModelRun] = []
+    distances: dict[str, dict] = {}
     key = jax.random.key(seed)
     for dataset in config.datasets:
         data = load_free_spectrum(dataset)
@@ -258,10 +262,11 @@ def run_refit(config: JobConfig, seed: int, out: Path) -> list[cmp.ModelRun]:
                 else:
                     h = _hellinger_vs_nuts(k, data, models[run.label], run, bins)
                     done.write_text(json.dumps(h))
+                distances.setdefault(dataset, {})[run.label] = h
                 print(
                     f"  {dataset:12s} {run.label:22s} Hellinger flow vs NUTS: max {max(h.values()):.3f}"
                 )
-    return runs
+    return runs, distances
 
 
 def _corner(path, x, names):
@@ -455,7 +460,7 @@ def _run(size: str, seed: int, out: Path, overrides: dict | None) -> dict:
     t0 = time.perf_counter()
     print(f"pta-compare ({size}): {len(config.models)} models on {list(config.datasets)}")
     try:
-        runs = run_refit(config, seed, out)
+        runs, distances = run_refit(config, seed, out)
     except PTADataError as e:
         raise SystemExit(str(e)) from None
     rows = cmp.bayes_factors(runs)
@@ -469,6 +474,8 @@ def _run(size: str, seed: int, out: Path, overrides: dict | None) -> dict:
     )
     print("\n" + table + "\n")
     summary = {"job": "pta-compare", "size": size, "seed": seed, "bins": config.bins, "refit": rows}
+    if distances:
+        summary["hellinger_flow_vs_nuts"] = distances
     if config.full_likelihood:
         try:
             full = run_full(config, seed, out)
