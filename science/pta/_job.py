@@ -172,7 +172,7 @@ def flow_vi(steps: int, n_draws: int, *, refine: bool = True):
         n_elbo=32,
         chunk=min(250, steps),
         n_draws=n_draws,
-        draw_batch=min(5000, n_draws),
+        draw_batch=min(1000, n_draws),  # SIGW-GAUSS needs ~3 GB per 1000 draws
         refine_steps=steps,
         max_refine=1 if refine else 0,
     )
