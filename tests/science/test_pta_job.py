@@ -60,6 +60,29 @@ def test_hellinger_distance():
 
 
 @needs_data
+def test_new_physics_plus_smbhb_adds_the_two_powers():
+    """A combination's rho^2 is the sum of both models' rho^2; the SMBHB parameters are prefixed,
+    and a joint prior (SIGW-BOX's ordered edges) survives the combination."""
+    from science.pta import _spectra as S
+
+    data = pta.load_free_spectrum("epta_dr2new")
+    box, smbhb = S.get_model("SIGW-BOX"), S.get_model("SMBHB")
+    target, lik = cmp.refit_target(data, box, bins=5, plus=smbhb)
+    assert set(target.flat_names) == {
+        "log10_A", "log10_f_min", "log10_f_max", "smbhb_log10_A", "smbhb_gamma",
+    }  # fmt: skip
+    p = {"log10_A": -1.5, "log10_f_min": -8.5, "log10_f_max": -7.5}
+    q = {"log10_A": -14.5, "gamma": 13 / 3}
+    both = {**p, **{"smbhb_" + k: v for k, v in q.items()}}
+    f = data.freqs_hz[:5]
+    a = np.asarray(box.log10_rho_s(f, p, data.tspan_s))
+    b = np.asarray(smbhb.log10_rho_s(f, q, data.tspan_s))
+    want = 0.5 * np.log10(10.0 ** (2 * a) + 10.0 ** (2 * b))
+    np.testing.assert_allclose(np.asarray(lik.log10_rho(both)), want, rtol=1e-6)
+    assert np.isfinite(float(target.log_density(target.unconstrain(both))))
+
+
+@needs_data
 @pytest.mark.slow
 def test_tiny_job_writes_the_table_and_resumes(tmp_path, monkeypatch):
     summary = _job.run("tiny", 0, tmp_path)
