@@ -21,8 +21,8 @@ one data set, two models, 4 pulsars), ``small`` (EPTA DR2new, all models; a shor
 fit on all pulsars), ``full`` (all three data sets, + combinations, Hellinger distances, long fits).
 Config (TOML, all optional): ``datasets``, ``models``, ``bins`` (table data set -> number of lowest
 bins), ``steps``, ``n_draws``, ``combos`` and ``hellinger`` (bool or list of data sets),
-``hellinger_models`` (list), ``full_likelihood`` (bool), ``pulsars`` (number or list of names),
-``full_steps``, ``full_draws``, ``free_spectrum`` (bool).
+``hellinger_models`` and ``combo_models`` (lists of models), ``full_likelihood`` (bool),
+``pulsars`` (number or list of names), ``full_steps``, ``full_draws``, ``free_spectrum`` (bool).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ SIZES = {
         "free_spectrum": True,
     },
 }
-KEYS = set(SIZES["tiny"]) | {"bins", "hellinger_models"}
+KEYS = set(SIZES["tiny"]) | {"bins", "hellinger_models", "combo_models"}
 # Hellinger distances need a NUTS run per model: minutes for the closed-form spectra, tens of
 # minutes for the numerically integrated ones (SIGW-GAUSS/BOX, strings) on 2 CPU cores, so by
 # default only these (config ``hellinger_models`` lists others).
@@ -102,6 +102,7 @@ class JobConfig:
     combos: tuple[str, ...]
     hellinger: tuple[str, ...]
     hellinger_models: tuple[str, ...]
+    combo_models: tuple[str, ...] | None
     full_likelihood: bool
     pulsars: int | tuple[str, ...] | None
     full_steps: int
@@ -156,6 +157,9 @@ class JobConfig:
             combos=per_dataset["combos"],
             hellinger=per_dataset["hellinger"],
             hellinger_models=tuple(overrides.get("hellinger_models", HELLINGER_MODELS)),
+            combo_models=(
+                tuple(overrides["combo_models"]) if "combo_models" in overrides else None
+            ),
             full_likelihood=bool(base["full_likelihood"]),
             pulsars=pulsars,
             full_steps=base["full_steps"],
@@ -232,7 +236,12 @@ def run_refit(config: JobConfig, seed: int, out: Path) -> tuple[list[cmp.ModelRu
         bins = config.bins[dataset]
         todo = [(m, None) for m in config.models]
         if dataset in config.combos:
-            todo += [(m, "SMBHB") for m in config.models if not m.startswith("SMBHB")]
+            todo += [
+                (m, "SMBHB")
+                for m in config.models
+                if not m.startswith("SMBHB")
+                and (config.combo_models is None or m in config.combo_models)
+            ]
         here = []
         for name, plus in todo:
             label = name if plus is None else f"{name}+{plus}"
