@@ -678,7 +678,8 @@ class PTALikelihood:
         """`log_likelihood` whose batches (under ``vmap``, as samplers evaluate it) run one point at
         a time, value and gradient together (a ``custom_vjp`` over ``sequential_vmap``).
 
-        The samplers use this for the HD likelihood: on XLA's CPU backend (jaxlib 0.10.2) the
+        Use it whenever the HD likelihood is vmapped (``pta-compare`` evaluates HD at the CURN
+        draws with it): on XLA's CPU backend (jaxlib 0.10.2) the
         batched gradient of the 25-pulsar HD graph wedges the intra-op thread pool for batches of
         about 12 and more (the process hangs at ~0% CPU; a known class of XLA CPU hangs on vmapped
         graphs). One point at a time costs the same per point (~32 ms with its gradient on 2 cores).

@@ -6,8 +6,8 @@ bins; the job writes the evidences and Bayes factors against the SMBHB power law
 (``bayes_factors.md``/``.json``), each data set's free-spectrum violins with the models' posterior
 spectra (``spectra_<data>.png``) and per-model corner plots (``runs/<data>/<model>/``). At size
 ``full`` also, on EPTA DR2new, every new-physics model plus the SMBHB background and the Hellinger
-distances between the flow's and NumPyro NUTS' marginal posteriors for every model
-(``summary.json``).
+distances between the flow's and NumPyro NUTS' marginal posteriors (by default for the
+closed-form models, `HELLINGER_MODELS`; in ``summary.json``).
 Part 2 (full likelihood): the EPTA DR2 timing data (25 pulsars; white noise and DM noise fixed at
 the data's own noise-analysis values, 25 x 2 red-noise parameters + the common power law sampled).
 CURN is fitted with flow VI; the Hellings-Downs posterior and evidence come from reweighting the
@@ -378,8 +378,8 @@ def _free_spectrum_vs_shipped(res, tspan_s: float, out: Path) -> dict:
     """Our HD free spectrum (EPTA DR2 timing data) against the shipped EPTA DR2new densities.
 
     Compared per bin k in ``log10(rho^2 T)`` (the power per unit frequency, which does not depend
-    on the span T; the two analyses' spans differ). ``z`` = difference of medians over the
-    quadrature sum of the two 68% half-widths.
+    on the span T, so spans that differ are compared correctly). ``z`` = difference of medians over
+    the quadrature sum of the two 68% half-widths.
     """
     import matplotlib
 

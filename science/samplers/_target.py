@@ -110,7 +110,7 @@ class Target:
 
         if not isinstance(prior, Mapping) or not prior:
             raise TargetError("prior: expected a non-empty dict of name -> numpyro distribution")
-        prior, log_likelihood, init = self._grouped(prior, log_likelihood, init)
+        prior, log_likelihood = self._grouped(prior, log_likelihood)
         for name, d in prior.items():
             if not isinstance(d, Distribution):
                 raise TargetError(
@@ -245,7 +245,7 @@ class Target:
     # ------------------------------------------------------------------ internals
     _groups: dict[str, tuple[str, ...]] = {}
 
-    def _grouped(self, prior, log_likelihood, init):
+    def _grouped(self, prior, log_likelihood):
         """Joint priors under tuple keys become one vector parameter named ``"(a,b)"``."""
         groups = {}
         flat = {}
@@ -263,11 +263,11 @@ class Target:
             groups[gname] = key
             flat[gname] = d
         if not groups:
-            return prior, log_likelihood, init
+            return prior, log_likelihood
         self._groups = groups
         split = self._split_groups
         inner = log_likelihood
-        return flat, lambda params: inner(split(params)), init
+        return flat, lambda params: inner(split(params))
 
     def _split_groups(self, params):
         out = {k: v for k, v in params.items() if k not in self._groups}
