@@ -149,7 +149,7 @@ def _runner(one, devices):
     return jax.jit(sharded)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Pool:
     """An acceptable-randomization pool.
 
@@ -380,7 +380,7 @@ def _stream(cov, n_treated, key, threshold, want, max_cand, chunk, devices, rng,
     run = _runner(_chunk_fn(cov, n_treated, chunk, exact=False, rng=rng, pack=keep), devices)
     d = len(devices)
     bals, packs, got, drawn, step = [], [], 0, 0, 0
-    bar = _Progress(progress, max_cand, "rerandomize")
+    bar = _Progress(progress, None, "rerandomize")
     try:
         while got < want and drawn < max_cand:
             idx = jnp.arange(step * d, (step + 1) * d, dtype=jnp.int32)
