@@ -39,7 +39,34 @@ def test_gw_population_notebook_runs_and_recovers_the_rates(tmp_path):
     assert at_truth["neff_injections"] > at_truth["neff_threshold"]
 
 
-@pytest.mark.parametrize("name", ["gw_population", "pta_model_comparison"])
+def test_rerandomization_notebook_runs_on_nsw_and_thornton(tmp_path):
+    pytest.importorskip("causaldata")
+    env = os.environ | {"RR_NOTEBOOK_SIZE": "tiny", "RR_NOTEBOOK_OUT": str(tmp_path)}
+    env.pop("MPLBACKEND", None)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "rerandomization.py")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("nsw_balance.png", "nsw_test.png", "design.png", "nsw_rerandomized.png", "thornton.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+    s = json.loads((tmp_path / "summary.json").read_text())
+    nsw = s["nsw"]
+    assert nsw["estimate"] == pytest.approx(1794.34, abs=0.01)  # Dehejia-Wahba's experimental estimate
+    assert 0.001 < nsw["p_value"] < 0.02 and nsw["interval"][0] < 1794.34 < nsw["interval"][1]
+    # rerandomization shrinks every covariate's randomization variance to about Morgan-Rubin's v_a
+    rer = s["rerandomized"]
+    for name, ratio in rer["variance_ratios"].items():
+        assert ratio == pytest.approx(rer["v_a"], rel=0.2), name
+    # Thornton (2008): any incentive raised the share learning their HIV result by ~0.45
+    assert 0.40 < s["thornton"]["estimate"] < 0.50 and s["thornton"]["p_value"] < 0.001
+
+
+@pytest.mark.parametrize("name", ["gw_population", "pta_model_comparison", "rerandomization"])
 def test_ipynb_is_in_sync_with_the_script(name):
     jupytext = pytest.importorskip("jupytext")
     script = jupytext.read(EXAMPLES / f"{name}.py")
