@@ -78,8 +78,15 @@ n, n_t, d = len(df), int(w.sum()), len(covs)
 cov = rr.Covariates.build(X)
 m_obs = float(cov.distance(w[None])[0])
 print(f"n = {n} units, {n_t} treated, d = {d} covariates")
-print(f"observed Mahalanobis balance M = {m_obs:.2f}: chi^2_{d} percentile {stats.chi2.cdf(m_obs, d):.3f}")
-summary["nsw"] = {"n": n, "n_treated": n_t, "M_obs": m_obs, "M_obs_chi2_cdf": float(stats.chi2.cdf(m_obs, d))}
+print(
+    f"observed Mahalanobis balance M = {m_obs:.2f}: chi^2_{d} percentile {stats.chi2.cdf(m_obs, d):.3f}"
+)
+summary["nsw"] = {
+    "n": n,
+    "n_treated": n_t,
+    "M_obs": m_obs,
+    "M_obs_chi2_cdf": float(stats.chi2.cdf(m_obs, d)),
+}
 
 # %% [markdown]
 # The observed assignment is in the worst ~3% for balance: a rerandomized design with any acceptance
@@ -90,10 +97,14 @@ summary["nsw"] = {"n": n, "n_treated": n_t, "M_obs": m_obs, "M_obs_chi2_cdf": fl
 t0 = time.perf_counter()
 pool_cr = rr.draw_pool(key, X, n_t, n_accepted=K)
 dt = time.perf_counter() - t0
-print(f"{pool_cr.size} complete randomizations drawn and balance-checked in {dt:.2f} s (incl. compile)")
+print(
+    f"{pool_cr.size} complete randomizations drawn and balance-checked in {dt:.2f} s (incl. compile)"
+)
 rows = rr.balance_table(pool_cr, X, treatment=w)
 for r in rows:
-    print(f"{r.name:>9}: observed SMD {r.observed_smd:+.2f} randomization sd, std. diff {r.observed_std_diff:+.3f}")
+    print(
+        f"{r.name:>9}: observed SMD {r.observed_smd:+.2f} randomization sd, std. diff {r.observed_std_diff:+.3f}"
+    )
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
 _plots.plot_balance(rows, ax=axes[0])
 _plots.plot_balance_distribution(pool_cr, d, ax=axes[1], observed=m_obs)
@@ -116,7 +127,9 @@ test = rr.randomization_test(pool_cr, y, w)
 interval = rr.fiducial_interval(pool_cr, y, w, alpha=0.05)
 welch = stats.ttest_ind(y[w], y[~w], equal_var=False)
 print(f"difference in means: ${test.statistic:,.2f}")
-print(f"randomization p = {test.p_value:.4f} (smallest possible {test.min_p:.1e}); Welch t-test p = {welch.pvalue:.4f}")
+print(
+    f"randomization p = {test.p_value:.4f} (smallest possible {test.min_p:.1e}); Welch t-test p = {welch.pvalue:.4f}"
+)
 print(f"95% interval by test inversion: [{interval.low:,.0f}, {interval.high:,.0f}]")
 summary["nsw"] |= {
     "estimate": test.statistic,
@@ -134,6 +147,7 @@ fig.savefig(OUT / "nsw_test.png", dpi=120)
 # Any statistic works: a rank-sum (Wilcoxon) statistic is robust to the long right tail of
 # earnings. It is recomputed over the pool for each null.
 
+
 # %%
 def rank_sum(yy, ww):
     """Sum of the treated units' mid-ranks (ties, e.g. the many zero earnings, share a rank)."""
@@ -146,7 +160,9 @@ def rank_sum(yy, ww):
 sub = rr.draw_pool(jax.random.fold_in(key, 1), X, n_t, n_accepted=min(K, 20_000))
 rank_test = rr.randomization_test(sub, y, w, statistic=rank_sum)
 mw = stats.mannwhitneyu(y[w], y[~w])
-print(f"rank-sum randomization p = {rank_test.p_value:.4f} ({sub.size} assignments); Mann-Whitney p = {mw.pvalue:.4f}")
+print(
+    f"rank-sum randomization p = {rank_test.p_value:.4f} ({sub.size} assignments); Mann-Whitney p = {mw.pvalue:.4f}"
+)
 summary["nsw"]["rank_sum_p"] = rank_test.p_value
 
 # %% [markdown]
@@ -160,13 +176,20 @@ summary["nsw"]["rank_sum_p"] = rank_test.p_value
 
 # %%
 drows, recommended = rr.choose_threshold(
-    jax.random.fold_in(key, 2), X, n_t, r2=0.3, n_sims=SIMS, pool_size=2000 if SIZE == "small" else 300,
+    jax.random.fold_in(key, 2),
+    X,
+    n_t,
+    r2=0.3,
+    n_sims=SIMS,
+    pool_size=2000 if SIZE == "small" else 300,
     accept_probs=(1.0, 0.5, 0.2, 0.1, 0.05, 0.01, 0.001) if SIZE == "small" else (1.0, 0.1),
 )
 print(" p_a    threshold  v_a    var.red.  power        width")
 for r in drows:
-    print(f"{r.accept_prob:6.3f} {r.threshold:8.3f}  {r.v_a:.3f}  {r.variance_reduction:.3f}    "
-          f"{r.power:.2f}+-{r.power_se:.2f}   {r.mean_width:.3f}")
+    print(
+        f"{r.accept_prob:6.3f} {r.threshold:8.3f}  {r.v_a:.3f}  {r.variance_reduction:.3f}    "
+        f"{r.power:.2f}+-{r.power_se:.2f}   {r.mean_width:.3f}"
+    )
 print("recommended p_a:", recommended)
 _plots.plot_design(drows, recommended)
 plt.gcf().savefig(OUT / "design.png", dpi=120)
@@ -180,22 +203,30 @@ summary["design"] = {"recommended": recommended, "rows": [r.__dict__ for r in dr
 # %%
 p_a = recommended if recommended < 1 else 0.1
 t0 = time.perf_counter()
-pool_rr = rr.draw_pool(jax.random.fold_in(key, 3), X, n_t, accept_prob=p_a, n_accepted=min(K, 50_000))
+pool_rr = rr.draw_pool(
+    jax.random.fold_in(key, 3), X, n_t, accept_prob=p_a, n_accepted=min(K, 50_000)
+)
 dt = time.perf_counter() - t0
-print(f"p_a = {p_a}: {pool_rr.size} acceptable of {pool_rr.n_candidates} candidates in {dt:.2f} s; "
-      f"threshold {pool_rr.threshold:.3f} (chi^2_{d} quantile {rr.acceptance_threshold(p_a, d):.3f})")
+print(
+    f"p_a = {p_a}: {pool_rr.size} acceptable of {pool_rr.n_candidates} candidates in {dt:.2f} s; "
+    f"threshold {pool_rr.threshold:.3f} (chi^2_{d} quantile {rr.acceptance_threshold(p_a, d):.3f})"
+)
 rows_rr = rr.balance_table(pool_rr, X)
 for r in rows_rr:
-    print(f"{r.name:>9}: variance ratio {r.variance_ratio:.3f} (Morgan-Rubin v_a {r.expected_ratio:.3f})")
+    print(
+        f"{r.name:>9}: variance ratio {r.variance_ratio:.3f} (Morgan-Rubin v_a {r.expected_ratio:.3f})"
+    )
 w_rr = pool_rr.assignments(0, 1)[0]  # a rerandomized assignment; null outcomes y are fixed
 spread_cr = rr.randomization_test(pool_cr, y, w).distribution.std()
 spread_rr = rr.randomization_test(pool_rr, y, w_rr).distribution.std()
 design_matrix = np.c_[np.ones(n), X.to_numpy()]
 resid = y - design_matrix @ np.linalg.lstsq(design_matrix, y, rcond=None)[0]
 r2 = 1 - resid.var() / y.var()  # R^2 of 1978 earnings on the covariates
-print(f"sd of the difference in means under the null: complete {spread_cr:,.0f}, rerandomized {spread_rr:,.0f} "
-      f"({100 * (1 - spread_rr**2 / spread_cr**2):.1f}% less variance; (1 - v_a) R^2 = "
-      f"{100 * (1 - rows_rr[0].expected_ratio) * r2:.1f}% with R^2 = {r2:.3f})")
+print(
+    f"sd of the difference in means under the null: complete {spread_cr:,.0f}, rerandomized {spread_rr:,.0f} "
+    f"({100 * (1 - spread_rr**2 / spread_cr**2):.1f}% less variance; (1 - v_a) R^2 = "
+    f"{100 * (1 - rows_rr[0].expected_ratio) * r2:.1f}% with R^2 = {r2:.3f})"
+)
 summary["rerandomized"] = {
     "accept_prob": p_a,
     "threshold": pool_rr.threshold,
@@ -206,8 +237,20 @@ summary["rerandomized"] = {
 }
 fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
 bins = np.linspace(-2500, 2500, 80)
-ax.hist(rr.randomization_test(pool_cr, y, w).distribution, bins=bins, density=True, alpha=0.5, label="complete randomization")
-ax.hist(rr.randomization_test(pool_rr, y, w_rr).distribution, bins=bins, density=True, alpha=0.5, label=f"rerandomized, p_a = {p_a}")
+ax.hist(
+    rr.randomization_test(pool_cr, y, w).distribution,
+    bins=bins,
+    density=True,
+    alpha=0.5,
+    label="complete randomization",
+)
+ax.hist(
+    rr.randomization_test(pool_rr, y, w_rr).distribution,
+    bins=bins,
+    density=True,
+    alpha=0.5,
+    label=f"rerandomized, p_a = {p_a}",
+)
 ax.set(xlabel="difference in means under the null ($)", ylabel="density")
 ax.legend(frameon=False)
 fig.savefig(OUT / "nsw_rerandomized.png", dpi=120)
@@ -221,19 +264,24 @@ fig.savefig(OUT / "nsw_rerandomized.png", dpi=120)
 
 # %%
 pick = np.random.default_rng(7)
-idx = np.r_[pick.choice(np.nonzero(w)[0], 10, replace=False), pick.choice(np.nonzero(~w)[0], 10, replace=False)]
+idx = np.r_[
+    pick.choice(np.nonzero(w)[0], 10, replace=False),
+    pick.choice(np.nonzero(~w)[0], 10, replace=False),
+]
 X20 = X.iloc[idx][["age", "educ", "nodegree"]]
 small = rr.draw_pool(jax.random.fold_in(key, 4), X20, 10, accept_prob=0.2, method="exact")
 m_small = float(rr.Covariates.build(X20).distance(w[idx][None])[0])
-print(f"{small.size} acceptable of {small.n_candidates} (threshold {small.threshold:.3f}); the observed split has M = {m_small:.2f}")
+print(
+    f"{small.size} acceptable of {small.n_candidates} (threshold {small.threshold:.3f}); the observed split has M = {m_small:.2f}"
+)
 if m_small <= small.threshold:
     exact = rr.randomization_test(small, y[idx], w[idx])
     print(f"exact p = {exact.p_value:.4f}")
 else:
-    exact = rr.randomization_test(
-        rr.draw_pool(key, X20, 10, method="exact"), y[idx], w[idx]
+    exact = rr.randomization_test(rr.draw_pool(key, X20, 10, method="exact"), y[idx], w[idx])
+    print(
+        f"(the observed split is not acceptable at p_a = 0.2: complete randomization) exact p = {exact.p_value:.4f}"
     )
-    print(f"(the observed split is not acceptable at p_a = 0.2: complete randomization) exact p = {exact.p_value:.4f}")
 summary["exact20"] = {"pool": small.size, "p_value": exact.p_value}
 
 # %% [markdown]
@@ -252,11 +300,19 @@ pool_h = rr.draw_pool(jax.random.fold_in(key, 5), dh[covh], int(wh.sum()), n_acc
 test_h = rr.randomization_test(pool_h, yh, wh)
 int_h = rr.fiducial_interval(pool_h, yh, wh)
 print(f"n = {len(dh)}, {int(wh.sum())} offered an incentive")
-print(f"share who learned their result: {yh[wh].mean():.3f} with incentive vs {yh[~wh].mean():.3f} without")
-print(f"difference {test_h.statistic:.3f}, randomization p = {test_h.p_value:.2g} (smallest possible {test_h.min_p:.1g}), "
-      f"95% interval [{int_h.low:.3f}, {int_h.high:.3f}]")
-summary["thornton"] = {"n": len(dh), "estimate": test_h.statistic, "p_value": test_h.p_value,
-                       "interval": [int_h.low, int_h.high]}
+print(
+    f"share who learned their result: {yh[wh].mean():.3f} with incentive vs {yh[~wh].mean():.3f} without"
+)
+print(
+    f"difference {test_h.statistic:.3f}, randomization p = {test_h.p_value:.2g} (smallest possible {test_h.min_p:.1g}), "
+    f"95% interval [{int_h.low:.3f}, {int_h.high:.3f}]"
+)
+summary["thornton"] = {
+    "n": len(dh),
+    "estimate": test_h.statistic,
+    "p_value": test_h.p_value,
+    "interval": [int_h.low, int_h.high],
+}
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True)
 _plots.plot_randomization(test_h, ax=axes[0], label="difference in share who learned their result")
 _plots.plot_balance(rr.balance_table(pool_h, dh[covh], treatment=wh), ax=axes[1])

@@ -52,11 +52,19 @@ def test_rerandomization_notebook_runs_on_nsw_and_thornton(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("nsw_balance.png", "nsw_test.png", "design.png", "nsw_rerandomized.png", "thornton.png"):
+    for name in (
+        "nsw_balance.png",
+        "nsw_test.png",
+        "design.png",
+        "nsw_rerandomized.png",
+        "thornton.png",
+    ):
         assert (tmp_path / name).stat().st_size > 10_000, name
     s = json.loads((tmp_path / "summary.json").read_text())
     nsw = s["nsw"]
-    assert nsw["estimate"] == pytest.approx(1794.34, abs=0.01)  # Dehejia-Wahba's experimental estimate
+    assert nsw["estimate"] == pytest.approx(
+        1794.34, abs=0.01
+    )  # Dehejia-Wahba's experimental estimate
     assert 0.001 < nsw["p_value"] < 0.02 and nsw["interval"][0] < 1794.34 < nsw["interval"][1]
     # rerandomization shrinks every covariate's randomization variance to about Morgan-Rubin's v_a
     rer = s["rerandomized"]
