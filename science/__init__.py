@@ -1,1 +1,2 @@
-"""science: normalizing-flow samplers (`science.samplers`); GW, PTA, rerandomization and MRI to come."""
+"""science: normalizing-flow samplers (`science.samplers`), GW populations (`science.gw`), PTA model
+comparison (`science.pta`) and rerandomization (`science.rerandomization`); MRI to come."""

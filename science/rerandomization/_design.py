@@ -116,7 +116,7 @@ class DesignRow:
         min_p: smallest attainable p-value over the whole acceptable set.
         candidates_per_accept: 1 / p_a.
         power, power_se: simulated rejection rate of H0: tau = 0 at ``alpha``, and its MC error.
-        mean_width: simulated mean width of the (1 - alpha) interval.
+        mean_width, width_se: simulated mean width of the (1 - alpha) interval and its MC error.
         estimator_sd: simulated sd of the difference in means.
     """
 
@@ -131,6 +131,7 @@ class DesignRow:
     power: float
     power_se: float
     mean_width: float
+    width_se: float
     estimator_sd: float
 
 
@@ -159,9 +160,11 @@ def choose_threshold(
     one of them as the observed assignment, tests H0: tau = 0 and inverts the test for the
     interval width.
 
-    Recommendation: the largest p_a whose simulated power is within one Monte-Carlo standard
-    error of the best (cheaper and closer to complete randomization at no measurable loss),
-    among those whose acceptable set can still give p-values <= alpha / 10.
+    Recommendation: among the p_a whose acceptable set can still give p-values <= alpha / 10,
+    the largest (cheapest, closest to complete randomization) whose simulated mean interval width
+    is within two Monte-Carlo standard errors of the narrowest (width, not power, is the criterion:
+    it moves smoothly with p_a where simulated power is noisy). The simulations share their noise
+    draws across p_a (common random numbers).
     """
     cov = Covariates.build(covariates, names=names, ridge=ridge)
     n = cov.n_units
@@ -183,6 +186,7 @@ def choose_threshold(
         math.lgamma(n + 1) - math.lgamma(n_treated + 1) - math.lgamma(nc + 1)
     ) / math.log(10)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    noise = rng.normal(0.0, math.sqrt(1 - r2), (n_sims, n))  # common to every p_a
     rows = []
     for i, p in enumerate(probs):
         pool = draw_pool(
@@ -193,13 +197,14 @@ def choose_threshold(
             n_accepted=pool_size,
             method="monte_carlo",
             ridge=ridge,
-            calibration=max(20_000, math.ceil(50 / p)),
+            calibration=max(20_000, math.ceil(200 / p)),
+            max_candidates=math.ceil(5 * pool_size / p),
             progress=progress,
         )
         pvals, widths, ests = [], [], []
         for s in range(n_sims):
             w = pool.assignments(s % pool.size, s % pool.size + 1)[0]
-            y = signal + rng.normal(0.0, math.sqrt(1 - r2), n) + tau * w
+            y = signal + noise[s] + tau * w
             st = _DiffMeans(pool, y, w)
             pvals.append(float(st.p(0.0)[0]))
             ests.append(st.estimate)
@@ -221,11 +226,15 @@ def choose_threshold(
                 power=power,
                 power_se=math.sqrt(max(power * (1 - power), 1 / n_sims) / n_sims),
                 mean_width=float(np.mean(widths)),
+                width_se=float(np.std(widths, ddof=1) / math.sqrt(n_sims)),
                 estimator_sd=float(np.std(ests, ddof=1)),
             )
         )
     ok = [r for r in rows if r.min_p <= alpha / 10] or rows
-    best = max(r.power for r in ok)
-    se = max(r.power_se for r in ok if r.power == best)
-    recommended = max(r.accept_prob for r in ok if r.power >= best - se)
+    best = min(ok, key=lambda r: r.mean_width)
+    recommended = max(
+        r.accept_prob
+        for r in ok
+        if r.mean_width <= best.mean_width + 2 * math.hypot(r.width_se, best.width_se)
+    )
     return rows, recommended

@@ -63,24 +63,30 @@ def _check_outcome(pool: Pool, outcome, treatment):
     return y, w
 
 
+_BYTE_BITS = ((np.arange(256)[:, None] >> (7 - np.arange(8))[None, :]) & 1).astype(np.float32)
+
+
 @jax.jit
 def _pool_products(packed, y, w_obs):
-    """(w . y, w . w_obs) for each packed assignment of a chunk."""
-    n = y.shape[0]
-    bits = jnp.unpackbits(packed, axis=1, count=n).astype(jnp.float32)
-    return bits @ jnp.stack([y, w_obs], axis=1)
+    """(w . y, w . w_obs) for each packed assignment of a chunk, read from the packed bytes: per
+    byte position a 256-entry table of the partial sums of its 8 units, then one gather-sum
+    (8x fewer operations than unpacking to bits and a matrix product)."""
+    nb = packed.shape[1]
+    cols = jnp.stack([y, w_obs], axis=1)
+    cols = jnp.pad(cols, ((0, 8 * nb - cols.shape[0]), (0, 0))).reshape(nb, 8, 2)
+    table = jnp.einsum("vb,jbm->jvm", jnp.asarray(_BYTE_BITS), cols)  # (nb, 256, 2)
+    return table[jnp.arange(nb)[None, :], packed.astype(jnp.int32)].sum(1)
 
 
-def _products(pool: Pool, y, w_obs, chunk=65536):
+def _products(pool: Pool, y, w_obs, chunk=32768):
     """(A, O): A_k = w_k . y (float32 sums), O_k = w_k . w_obs (exact counts)."""
     out = []
     yf, wf = jnp.asarray(y, jnp.float32), jnp.asarray(w_obs, jnp.float32)
-    for s in range(0, pool.size, chunk):
-        part = pool.packed[s : s + chunk]
-        if part.shape[0] < chunk and pool.size > chunk:  # keep one compiled shape
-            part = np.concatenate(
-                [part, np.zeros((chunk - part.shape[0], part.shape[1]), np.uint8)]
-            )
+    rows = min(chunk, -(-pool.size // 1024) * 1024)  # few distinct compiled shapes
+    for s in range(0, pool.size, rows):
+        part = pool.packed[s : s + rows]
+        if part.shape[0] < rows:
+            part = np.concatenate([part, np.zeros((rows - part.shape[0], part.shape[1]), np.uint8)])
         out.append(np.asarray(_pool_products(jnp.asarray(part), yf, wf), dtype=np.float64))
     ao = np.concatenate(out)[: pool.size]
     return ao[:, 0], np.rint(ao[:, 1])

@@ -242,7 +242,7 @@ def draw_pool(
     balance: str | Callable = "mahalanobis",
     names=None,
     ridge: float = 0.0,
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
     devices=None,
     rng: str = "hash",
     calibration: int | None = None,
@@ -268,7 +268,9 @@ def draw_pool(
             ``"auto"`` (exact when C(n, n_treated) <= max_enumerate).
         max_enumerate: largest enumeration allowed (at most 2**31 - 1).
         balance, names, ridge: see `Covariates.build`.
-        chunk_size: candidates per chunk (memory is O(chunk_size * n)).
+        chunk_size: candidates per chunk (memory is O(chunk_size * n)); default: the power of
+            two nearest below 5.3e6 / n, within [256, 8192] (the (n, chunk) batch stays in cache-
+            friendly sizes: at n = 5000 a chunk of 1024 runs 2.4x faster than 4096).
         devices: devices to shard chunks over (default: all local devices of the default backend).
         rng: ``"hash"`` (fast counter-based uniforms) or ``"threefry"`` (``jax.random.uniform``).
         calibration: candidates used for the empirical threshold (default max(10**5, 100 /
@@ -303,6 +305,8 @@ def draw_pool(
         raise RerandomizationError(
             f"max_enumerate: expected 1 <= max_enumerate <= {ENUMERATE_HARD_LIMIT}, got {max_enumerate}"
         )
+    if chunk_size is None:
+        chunk_size = int(min(8192, max(256, 2 ** math.floor(math.log2(5.3e6 / n)))))
     if chunk_size < 8 or chunk_size % 8:
         raise RerandomizationError(f"chunk_size: expected a multiple of 8, >= 8, got {chunk_size}")
     if n_accepted < 1:
