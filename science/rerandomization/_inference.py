@@ -13,9 +13,10 @@ User statistics ``f(y, w) -> scalar`` are recomputed over the pool for each ``ta
 
 p-values: for an enumerated pool (the full acceptable set, which must contain the observed
 assignment) ``p = #{T(w) >= T_obs} / K``; for a Monte-Carlo pool ``p = (1 + #{T(w) >= T_obs}) /
-(K + 1)`` (the observed assignment counted once: valid, Phipson & Smyth 2010). Ties are counted
-with a tolerance equal to the worst-case float32 rounding error of the pool sums, so genuine ties
-are never missed (slightly conservative).
+(K + 1)`` (the observed assignment counted once: valid, Phipson & Smyth 2010). The pool sums of
+the difference in means are exact: centred outcomes are put on a fixed-point grid (resolution
+sum|y - ybar| / 2^31, far below any data's precision) and summed in int32, so ties (binary or
+discrete outcomes) are exact ties. User statistics are compared within 1e-5 relative.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from ._pool import Pool
 __all__ = ["TestResult", "randomization_test", "fiducial_interval", "Interval"]
 
 ALTERNATIVES = ("two-sided", "greater", "less")
-_EPS32 = float(np.finfo(np.float32).eps)
 
 
 def _check_outcome(pool: Pool, outcome, treatment):
@@ -63,25 +63,28 @@ def _check_outcome(pool: Pool, outcome, treatment):
     return y, w
 
 
-_BYTE_BITS = ((np.arange(256)[:, None] >> (7 - np.arange(8))[None, :]) & 1).astype(np.float32)
+_BYTE_BITS = ((np.arange(256)[:, None] >> (7 - np.arange(8))[None, :]) & 1).astype(np.int32)
 
 
 @jax.jit
 def _pool_products(packed, y, w_obs):
     """(w . y, w . w_obs) for each packed assignment of a chunk, read from the packed bytes: per
     byte position a 256-entry table of the partial sums of its 8 units, then one gather-sum
-    (8x fewer operations than unpacking to bits and a matrix product)."""
+    (8x fewer operations than unpacking to bits and a matrix product: 2-5x faster on CPU for
+    n >= 1000). Small n unpack and multiply instead."""
     nb = packed.shape[1]
     cols = jnp.stack([y, w_obs], axis=1)
+    if y.shape[0] <= 256:
+        return jnp.unpackbits(packed, axis=1, count=y.shape[0]).astype(cols.dtype) @ cols
     cols = jnp.pad(cols, ((0, 8 * nb - cols.shape[0]), (0, 0))).reshape(nb, 8, 2)
-    table = jnp.einsum("vb,jbm->jvm", jnp.asarray(_BYTE_BITS), cols)  # (nb, 256, 2)
+    table = jnp.einsum("vb,jbm->jvm", jnp.asarray(_BYTE_BITS, cols.dtype), cols)  # (nb, 256, 2)
     return table[jnp.arange(nb)[None, :], packed.astype(jnp.int32)].sum(1)
 
 
 def _products(pool: Pool, y, w_obs, chunk=32768):
-    """(A, O): A_k = w_k . y (float32 sums), O_k = w_k . w_obs (exact counts)."""
+    """(A, O): A_k = w_k . y, O_k = w_k . w_obs for int32 ``y`` (exact integer sums)."""
     out = []
-    yf, wf = jnp.asarray(y, jnp.float32), jnp.asarray(w_obs, jnp.float32)
+    yf, wf = jnp.asarray(y, jnp.int32), jnp.asarray(w_obs, jnp.int32)
     rows = min(chunk, -(-pool.size // 1024) * 1024)  # few distinct compiled shapes
     for s in range(0, pool.size, rows):
         part = pool.packed[s : s + rows]
@@ -89,7 +92,7 @@ def _products(pool: Pool, y, w_obs, chunk=32768):
             part = np.concatenate([part, np.zeros((rows - part.shape[0], part.shape[1]), np.uint8)])
         out.append(np.asarray(_pool_products(jnp.asarray(part), yf, wf), dtype=np.float64))
     ao = np.concatenate(out)[: pool.size]
-    return ao[:, 0], np.rint(ao[:, 1])
+    return ao[:, 0], ao[:, 1]
 
 
 def _count(stat, obs, alternative, tol):
@@ -126,31 +129,43 @@ class TestResult:
 
 
 class _DiffMeans:
-    """p(tau) for the difference in means from two pool products (see the module docstring)."""
+    """p(tau) for the difference in means from two pool products (see the module docstring).
+
+    With fixed-point outcomes ``yq`` (grid ``unit``), ``S = sum yq``, ``a_k = w_k . yq`` and
+    ``o_k = w_k . w_obs``: ``(n_t n_c) dm_k(tau) = unit (n a_k - n_t S) - tau (n o_k - n_t^2)``,
+    where both brackets are integers held exactly in float64, so ties at tau = 0 are exact and
+    the observed assignment always ties with itself."""
 
     def __init__(self, pool: Pool, y, w_obs):
         n, nt = pool.n_units, pool.n_treated
-        self.c = n / (nt * (n - nt))
+        self.denom = float(nt * (n - nt))
         yc = y - y.mean()
-        a, o = _products(pool, yc, w_obs)
-        self.alpha_k = self.c * a
-        self.beta_k = self.c * (o - nt * nt / n)
-        self.estimate = float(self.c * yc[w_obs].sum())  # difference in means
+        total = float(np.abs(yc).sum())
+        self.unit = total / (2**31 - 1 - n) if total > 0 else 1.0
+        yq = np.rint(yc / self.unit).astype(np.int64)
+        a, o = _products(pool, yq.astype(np.int32), w_obs)
+        s_q = float(yq.sum())
+        self.num_k = n * a - nt * s_q  # exact integers (< 2^53)
+        self.m_k = n * o - nt * nt
+        self.num_obs = n * float(yq[w_obs].sum()) - nt * s_q
+        self.estimate = float(yc[w_obs].mean() - yc[~w_obs].mean())  # difference in means
         self.start = self.estimate
-        # worst-case float32 rounding of a sum of n terms, in statistic units
-        self.tol = self.c * n * _EPS32 * float(np.abs(yc).sum())
         self.exact = pool.exact
         self.k = pool.size
 
     def null_distribution(self, tau):
-        """dm(Y(0), w) - over the pool, shape (K,) or (K, len(tau)) - and its observed value."""
-        tau = np.asarray(tau, dtype=np.float64)
-        stat = self.alpha_k[:, None] - np.atleast_1d(tau)[None, :] * self.beta_k[:, None]
-        return stat, self.estimate - np.atleast_1d(tau)
+        """dm(Y(0), w) over the pool, (K, len(tau)), and its observed values (len(tau),)."""
+        tau = np.atleast_1d(np.asarray(tau, dtype=np.float64))
+        stat = (self.unit * self.num_k[:, None] - tau[None, :] * self.m_k[:, None]) / self.denom
+        obs = (self.unit * self.num_obs - tau * self.denom) / self.denom
+        return stat, obs
 
     def p(self, tau, alternative="two-sided"):
         stat, obs = self.null_distribution(tau)
-        count = _count(stat, obs, alternative, self.tol)
+        tau = np.atleast_1d(np.asarray(tau, dtype=np.float64))
+        # float64 rounding of the affine map at tau != 0 (exactly 0 at tau = 0)
+        tol = 1e-12 * np.abs(tau) * np.abs(self.m_k).max() / self.denom
+        count = _count(stat, obs, alternative, tol)
         return count / self.k if self.exact else (1 + count) / (self.k + 1)
 
 
@@ -240,9 +255,10 @@ def randomization_test(
     st = _setup(pool, outcome, treatment, statistic, alternative)
     dist, obs = st.null_distribution(null_effect)
     p = float(st.p(null_effect, alternative)[0])
-    shift = null_effect if statistic == "diff_means" else 0.0
+    diff_means = isinstance(st, _DiffMeans)
+    shift = null_effect if diff_means else 0.0
     return TestResult(
-        statistic=float(obs[0] + shift),
+        statistic=st.estimate if diff_means else float(obs[0]),
         p_value=p,
         distribution=dist[:, 0] + shift,
         null_effect=float(null_effect),

@@ -403,3 +403,21 @@ def test_job_on_a_csv_design_only_and_cli_errors(tmp_path):
         )
     with pytest.raises(SystemExit, match="--n-treated"):
         main(["--csv", str(tmp_path / "u.csv"), "--out", str(out), "--size", "tiny"])
+
+
+def test_large_n_pool_pass_matches_numpy():
+    """n > 256 reads the packed bytes through per-byte tables: same statistics as NumPy."""
+    rng = np.random.default_rng(21)
+    n, nt = 301, 120
+    x = rng.normal(size=(n, 4))
+    pool = rr.draw_pool(jax.random.key(9), x, nt, accept_prob=0.3, n_accepted=3000)
+    w = pool.assignments(5, 6)[0]
+    y = rng.normal(size=n) * 3 + 0.4 * w
+    res = rr.randomization_test(pool, y, w, null_effect=0.2)
+    allw = pool.assignments()
+    y0 = y - 0.2 * w
+    ref = np.array([_dm(y0, a) for a in allw])
+    np.testing.assert_allclose(res.distribution, ref + 0.2, atol=1e-4)
+    obs = _dm(y0, w)
+    count = np.sum(np.abs(ref) >= abs(obs) - 1e-9)
+    assert res.p_value == (1 + count) / (len(allw) + 1)
