@@ -1,5 +1,5 @@
-"""The example notebooks: the GW population walkthrough runs end to end, and its .ipynb matches the
-jupytext-paired .py it is generated from."""
+"""The example notebooks run end to end at tiny size (the PTA one in the slow suite) and each .ipynb
+matches the jupytext-paired .py it is generated from."""
 
 import json
 import os
@@ -13,18 +13,26 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FIGURES = ("events.png", "posteriors.png", "corner.png", "mass_distribution.png")
 
 
-def test_gw_population_notebook_runs_and_recovers_the_rates(tmp_path):
-    env = os.environ | {"GW_NOTEBOOK_SIZE": "tiny", "GW_NOTEBOOK_OUT": str(tmp_path)}
+def _run_example(name: str, env_prefix: str, out: Path, timeout: int) -> None:
+    """Run ``examples/<name>.py`` at tiny size with its figures going to ``out``."""
+    env = os.environ | {
+        f"{env_prefix}_NOTEBOOK_SIZE": "tiny",
+        f"{env_prefix}_NOTEBOOK_OUT": str(out),
+    }
     env.pop("MPLBACKEND", None)  # the script picks Agg itself when not in Jupyter
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "gw_population.py")],
+        [sys.executable, str(EXAMPLES / f"{name}.py")],
         env=env,
-        cwd=tmp_path,
+        cwd=out,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_gw_population_notebook_runs_and_recovers_the_rates(tmp_path):
+    _run_example("gw_population", "GW", tmp_path, timeout=1200)
     for name in FIGURES:
         assert (tmp_path / name).stat().st_size > 10_000, name
     summary = json.loads((tmp_path / "recovery.json").read_text())
@@ -41,17 +49,7 @@ def test_gw_population_notebook_runs_and_recovers_the_rates(tmp_path):
 
 def test_rerandomization_notebook_runs_on_nsw_and_thornton(tmp_path):
     pytest.importorskip("causaldata")
-    env = os.environ | {"RR_NOTEBOOK_SIZE": "tiny", "RR_NOTEBOOK_OUT": str(tmp_path)}
-    env.pop("MPLBACKEND", None)
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "rerandomization.py")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _run_example("rerandomization", "RR", tmp_path, timeout=900)
     for name in (
         "nsw_balance.png",
         "nsw_test.png",
@@ -93,17 +91,7 @@ def test_ipynb_is_in_sync_with_the_script(name):
 def test_pta_notebook_runs_and_matches_quadrature(tmp_path):
     if not (Path(__file__).resolve().parents[2] / "shared" / "data" / "pta").is_dir():
         pytest.skip("../shared/data/pta not present")
-    env = os.environ | {"PTA_NOTEBOOK_SIZE": "tiny", "PTA_NOTEBOOK_OUT": str(tmp_path)}
-    env.pop("MPLBACKEND", None)
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "pta_model_comparison.py")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _run_example("pta_model_comparison", "PTA", tmp_path, timeout=1800)
     for name in ("free_spectra.png", "spectra_epta_dr2new.png", "curn_posterior.png"):
         assert (tmp_path / name).stat().st_size > 10_000, name
     summary = json.loads((tmp_path / "summary.json").read_text())
