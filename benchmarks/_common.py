@@ -5,6 +5,7 @@
 - `row`: one result row in the shared JSON shape (``ratio`` > 1 means ours is better);
 - `write_results`: ``benchmarks/results/<name>.json``;
 - `markdown_table` / `print_table`: the rows as a table;
+- `loadavg` / `git_commit`: the machine's load and the commit a run measured;
 - `update_benchmarks_md`: rewrite this benchmark's section of ``BENCHMARKS.md`` between
   ``<!-- <name>:begin -->`` and ``<!-- <name>:end -->`` markers.
 
@@ -291,3 +292,24 @@ def update_benchmarks_md(
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
     return path
+
+
+def loadavg() -> str:
+    """The 1/5/15-minute load averages, as text ("?" where the OS has none)."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def git_commit(watched: str) -> str:
+    """The repository's short commit, with "+dirty" when ``watched`` (a path) has uncommitted edits."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        return subprocess.run(
+            ["git", *a], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    return commit + ("+dirty" if git("status", "--porcelain", watched) else "")

@@ -563,13 +563,6 @@ def recompute_rows(g, model, args) -> tuple[list[dict], dict[str, Any]]:
     return rows, info
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -594,7 +587,7 @@ def main() -> None:
             parser.error("--batches: only 1 and 8 have prompts")
 
     t_start = time.perf_counter()
-    load_start = _loadavg()
+    load_start = common.loadavg()
     print("loading SmolLM2 (ours and HF) ...", flush=True)
     g, model = load_ours()
     hf = load_hf()
@@ -625,7 +618,7 @@ def main() -> None:
         "model": "SmolLM2-135M-Instruct (Q4_1 GGUF dequantized to float32, both sides)",
         **versions(hf),
         "loadavg_start": load_start,
-        "loadavg_end": _loadavg(),
+        "loadavg_end": common.loadavg(),
         "total_wall_s": round(time.perf_counter() - t_start, 1),
         **extra,
     }

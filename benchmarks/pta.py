@@ -778,8 +778,8 @@ def main() -> None:
     settings = _settings(args.quick)
     settings["mode"] = "quick" if args.quick else "full"
     meta: dict[str, Any] = {
-        "loadavg_start": sb._loadavg(),
-        "commit": sb._git_commit(),
+        "loadavg_start": common.loadavg(),
+        "commit": common.git_commit("science/pta"),
         "mode": "quick (smoke run, not a measurement)" if args.quick else "full",
         "command": "python benchmarks/pta.py"
         + (" --quick" if args.quick else "")
@@ -797,7 +797,7 @@ def main() -> None:
         else:
             parts[part] = _cached(settings["mode"], part, lambda fn=fn: fn(settings))
         parts[part].setdefault("part_wall_s", time.perf_counter() - tp)
-    meta |= {"loadavg_end": sb._loadavg(), "total_wall_s": round(time.perf_counter() - t0, 1)}
+    meta |= {"loadavg_end": common.loadavg(), "total_wall_s": round(time.perf_counter() - t0, 1)}
     report = {**meta, **parts}
     rows = make_rows(report)
     path = args.out or str(common.RESULTS / f"{NAME}.json")

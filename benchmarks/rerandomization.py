@@ -1236,23 +1236,6 @@ def intro(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
-def _git_commit() -> str:
-    def git(*a: str) -> str:
-        return subprocess.run(
-            ["git", *a], cwd=common.ROOT, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "?"
-    return commit + ("+dirty" if git("status", "--porcelain", "science/rerandomization") else "")
-
-
 def _clean(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): _clean(v) for k, v in x.items()}
@@ -1363,8 +1346,8 @@ def main() -> None:
     t0 = time.perf_counter()
     s = settings(args.quick)
     meta: dict[str, Any] = {
-        "loadavg_start": _loadavg(),
-        "commit": _git_commit(),
+        "loadavg_start": common.loadavg(),
+        "commit": common.git_commit("science/rerandomization"),
         "mode": "quick (smoke run, not a measurement)" if args.quick else "full",
         "command": "python benchmarks/rerandomization.py" + (" --quick" if args.quick else ""),
         "numpy": np.__version__,
@@ -1387,7 +1370,7 @@ def main() -> None:
     del pools
     print("== 3. scaling over faked CPU devices", flush=True)
     scaling = scaling_part(s)
-    meta |= {"loadavg_end": _loadavg(), "total_wall_s": round(time.perf_counter() - t0, 1)}
+    meta |= {"loadavg_end": common.loadavg(), "total_wall_s": round(time.perf_counter() - t0, 1)}
     report = {
         **meta,
         "generation": gen,

@@ -849,26 +849,6 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
-def _git_commit() -> str:
-    """The repository's commit, with "+dirty" when science/samplers has uncommitted edits."""
-    import subprocess
-
-    def git(*a: str) -> str:
-        return subprocess.run(
-            ["git", *a], cwd=common.ROOT, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "?"
-    return commit + ("+dirty" if git("status", "--porcelain", "science/samplers") else "")
-
-
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -953,7 +933,10 @@ def measure(
     global CLOCK
     n_seeds = args.seeds or 1
     t_start = time.perf_counter()
-    meta: dict[str, Any] = {"loadavg_start": _loadavg(), "commit": _git_commit()}
+    meta: dict[str, Any] = {
+        "loadavg_start": common.loadavg(),
+        "commit": common.git_commit("science/samplers"),
+    }
     CLOCK = CompileClock()
     if cases is None:
         cases = [c for build in CASE_BUILDERS for c in build(args.quick)]
@@ -992,7 +975,7 @@ def measure(
         ),
         n_seeds=n_seeds,
         versions=_versions(),
-        loadavg_end=_loadavg(),
+        loadavg_end=common.loadavg(),
         total_wall_s=round(time.perf_counter() - t_start, 1),
     )
     return cases, runs, meta
