@@ -6,6 +6,7 @@
 - `write_results`: ``benchmarks/results/<name>.json``;
 - `markdown_table` / `print_table`: the rows as a table;
 - `loadavg` / `git_commit`: the machine's load and the commit a run measured;
+- `json_clean`: a report made JSON-safe;
 - `update_benchmarks_md`: rewrite this benchmark's section of ``BENCHMARKS.md`` between
   ``<!-- <name>:begin -->`` and ``<!-- <name>:end -->`` markers.
 
@@ -313,3 +314,18 @@ def git_commit(watched: str) -> str:
 
     commit = git("rev-parse", "--short", "HEAD") or "?"
     return commit + ("+dirty" if git("status", "--porcelain", watched) else "")
+
+
+def json_clean(x: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, non-finite floats to None, keys to str."""
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): json_clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_clean(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    return x

@@ -88,7 +88,7 @@ def _cached(mode: str, key: str, fn):
         return json.loads(path.read_text()) | {"resumed": True}
     out = fn()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(sb._clean(out), indent=1))
+    path.write_text(json.dumps(common.json_clean(out), indent=1))
     return out
 
 
@@ -804,7 +804,7 @@ def main() -> None:
     import pathlib
 
     report = common.write_results(
-        NAME, rows, extra=sb._clean({**meta, **parts}), path=pathlib.Path(path)
+        NAME, rows, extra=common.json_clean({**meta, **parts}), path=pathlib.Path(path)
     )
     common.print_table(rows, max_note=100)
     print(f"\nwrote {path} ({meta['total_wall_s']} s)")

@@ -1236,18 +1236,6 @@ def intro(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _clean(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, (np.integer, np.bool_)):
-        return x.item()
-    return x
-
-
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """Medians and the ratios ours/NumPy, ours/naive JAX per config (the brief's summary)."""
     out: dict[str, Any] = {"candidates_per_s": {}, "tests_per_s": {}}
@@ -1383,7 +1371,7 @@ def main() -> None:
     report["summary"] = summary(report)
     rows = make_rows(report)
     path = pathlib.Path(args.out) if args.out else common.RESULTS / f"{NAME}.json"
-    report = common.write_results(NAME, rows, extra=_clean(report), path=path)
+    report = common.write_results(NAME, rows, extra=common.json_clean(report), path=path)
     print()
     common.print_table(rows, max_note=90)
     print("\n" + "\n".join(verdicts(report)))

@@ -836,19 +836,6 @@ def _settings_text(case: Case) -> dict[str, str]:
     return {k if isinstance(k, str) else str(k): repr(v) for k, v in case.settings.items()}
 
 
-def _clean(x: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, (np.integer, np.bool_)):
-        return x.item()
-    return x
-
-
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -1039,7 +1026,7 @@ def publish(
         **(more or {}),
     }
     path = pathlib.Path(args.out) if args.out else common.RESULTS / f"{name}.json"
-    report = common.write_results(name, rows, extra=_clean(extra), path=path)
+    report = common.write_results(name, rows, extra=common.json_clean(extra), path=path)
     if "date" in meta:  # a re-render keeps the measurement's date
         report["date"] = meta["date"]
         path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
