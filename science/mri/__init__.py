@@ -1,7 +1,10 @@
 """Accelerated MRI reconstruction: physics (centred FFT, coil sensitivities, SENSE operators,
-masks, retrospective simulation) and fastMRI's metrics; compressed-sensing baseline and networks
-(RIM, CIRIM, E2E-VarNet, U-Net) to come."""
+masks, retrospective simulation), fastMRI's metrics (`metrics`), a compressed-sensing baseline
+(`cs_reconstruct`, MFISTA with wavelet L1 + TV) and networks (`nets`: recurrent cells, RIM, U-Net).
+CIRIM, E2E-VarNet, the training loop and ``jaxaccel mri-recon`` are still to come (issue 8)."""
 
+from . import _metrics as metrics, _nets as nets
+from ._cs import CSResult as CSResult, Wavelet as Wavelet, cs_reconstruct as cs_reconstruct
 from ._masks import (
     acceleration as acceleration,
     equispaced_mask as equispaced_mask,
@@ -23,3 +26,28 @@ from ._physics import (
     simulate as simulate,
     smooth_phase as smooth_phase,
 )
+
+__all__ = [
+    "metrics",
+    "nets",
+    "CSResult",
+    "Wavelet",
+    "cs_reconstruct",
+    "acceleration",
+    "equispaced_mask",
+    "poisson_disc_mask",
+    "random_mask",
+    "MRIError",
+    "Sample",
+    "birdcage_maps",
+    "check_kspace",
+    "estimate_maps",
+    "fft2c",
+    "ifft2c",
+    "rss",
+    "sense_adjoint",
+    "sense_combine",
+    "sense_forward",
+    "simulate",
+    "smooth_phase",
+]
