@@ -1,2 +1,3 @@
 """science: normalizing-flow samplers (`science.samplers`), GW populations (`science.gw`), PTA model
-comparison (`science.pta`) and rerandomization (`science.rerandomization`); MRI to come."""
+comparison (`science.pta`), rerandomization (`science.rerandomization`) and MRI reconstruction
+(`science.mri`, in progress)."""
