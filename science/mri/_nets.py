@@ -10,6 +10,14 @@ Inside, complex images are two real channels (channels first, as ``eqx.nn.Conv2d
   ``x <- x + g(x, grad, h)`` where ``grad = A^H (A x - y)`` is the gradient of the data term
   (implicit data consistency) and ``g`` is conv -> cell -> dilated conv -> cell -> conv, with its
   weights shared over steps. Returns every step's estimate (trained with a loss on each).
+- `CIRIM` (Lonning et al. 2022, "cascades of independently recurrent inference machines"):
+  ``cascades`` RIMs with their own weights, each starting from the previous estimate; data
+  consistency ``"implicit"`` (the gradient term only) or ``"explicit"`` (after each cascade the
+  sampled k-space is pulled towards the measurement with a learned weight).
+- `VarNet` (Sriram et al. 2020, E2E-VarNet): ``cascades`` of k-space updates
+  ``k <- k - eta M (k - y) + F S U(S^H F^-1 k)`` with a U-Net ``U`` per cascade, and coil
+  sensitivities estimated from the autocalibration lines and refined by a small U-Net (then
+  normalised to unit root-sum-of-squares).
 - `UNet`: an image-domain baseline (zero-filled SENSE image in, residual correction out).
 """
 
@@ -21,7 +29,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._physics import sense_adjoint, sense_forward
+from ._physics import estimate_maps, fft2c, ifft2c, rss, sense_adjoint, sense_forward
 
 __all__ = [
     "to_channels",
@@ -31,6 +39,8 @@ __all__ = [
     "IndRNNCell",
     "CELLS",
     "RIM",
+    "CIRIM",
+    "VarNet",
     "UNet",
 ]
 
@@ -148,6 +158,23 @@ def _scale(kspace, maps, mask):
     return x0, jnp.abs(x0).max() + 1e-12
 
 
+def _rim_steps(block: _RIMBlock, x, y, maps, mask, steps: int):
+    """``steps`` RIM updates of the (2, H, W) estimate ``x`` for unit-scale k-space ``y``:
+    returns the estimates after every step, (steps, 2, H, W)."""
+    state = block.init_state(x.shape[-2:])
+
+    def step(carry, _):
+        x, state = carry
+        z = from_channels(x)
+        grad = to_channels(sense_adjoint(sense_forward(z, maps, mask) - y, maps, mask))
+        dx, state = block(x, grad, state)
+        x = x + dx
+        return (x, state), x
+
+    _, xs = jax.lax.scan(step, (x, state), None, length=steps)
+    return xs
+
+
 class RIM(eqx.Module):
     """Recurrent inference machine with implicit data consistency (the data-term gradient)."""
 
@@ -161,19 +188,53 @@ class RIM(eqx.Module):
     def __call__(self, kspace, mask, maps, *, all_steps: bool = False):
         x0, s = _scale(kspace, maps, mask)
         y = kspace / s.astype(kspace.dtype)
-        x = to_channels(x0 / s.astype(x0.dtype))
-        state = self.block.init_state(x.shape[-2:])
-
-        def step(carry, _):
-            x, state = carry
-            z = from_channels(x)
-            grad = to_channels(sense_adjoint(sense_forward(z, maps, mask) - y, maps, mask))
-            dx, state = self.block(x, grad, state)
-            x = x + dx
-            return (x, state), x
-
-        _, xs = jax.lax.scan(step, (x, state), None, length=self.steps)
+        xs = _rim_steps(self.block, to_channels(x0 / s.astype(x0.dtype)), y, maps, mask, self.steps)
         images = jax.vmap(from_channels)(xs) * s.astype(x0.dtype)
+        return images if all_steps else images[-1]
+
+
+class CIRIM(eqx.Module):
+    """Cascades of independently recurrent inference machines."""
+
+    blocks: list
+    dc_weights: jax.Array
+    steps: int = eqx.field(static=True)
+    consistency: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        cell: str = "indrnn",
+        hidden: int = 32,
+        steps: int = 4,
+        cascades: int = 3,
+        consistency: str = "implicit",
+        *,
+        key,
+    ):
+        if consistency not in ("implicit", "explicit"):
+            raise ValueError(f"consistency: expected 'implicit' or 'explicit', got {consistency!r}")
+        self.blocks = [_RIMBlock(cell, hidden, key=k) for k in jax.random.split(key, cascades)]
+        self.dc_weights = jnp.ones((cascades,))
+        self.steps = steps
+        self.consistency = consistency
+
+    def __call__(self, kspace, mask, maps, *, all_steps: bool = False):
+        x0, s = _scale(kspace, maps, mask)
+        y = kspace / s.astype(kspace.dtype)
+        x = to_channels(x0 / s.astype(x0.dtype))
+        outs = []
+        for i, block in enumerate(self.blocks):
+            xs = _rim_steps(block, x, y, maps, mask, self.steps)
+            x = xs[-1]
+            if self.consistency == "explicit":
+                z = from_channels(x)
+                k = fft2c(maps * z[None])
+                w = jax.nn.sigmoid(self.dc_weights[i]).astype(k.dtype)
+                k = k - w * sense_forward(z, maps, mask) + w * y
+                x = to_channels((jnp.conj(maps) * ifft2c(k)).sum(0))
+                xs = xs.at[-1].set(x)
+            outs.append(xs)
+        images = jax.vmap(from_channels)(jnp.concatenate(outs)) * s.astype(x0.dtype)
         return images if all_steps else images[-1]
 
 
@@ -232,3 +293,44 @@ class UNet(eqx.Module):
 def _pool(h):
     c, hh, ww = h.shape
     return h.reshape(c, hh // 2, 2, ww // 2, 2).mean((2, 4))
+
+
+class VarNet(eqx.Module):
+    """End-to-end variational network with learned sensitivity-map refinement."""
+
+    regularisers: list
+    sens: UNet
+    etas: jax.Array
+
+    def __init__(
+        self,
+        cascades: int = 4,
+        channels: Sequence[int] = (8, 16),
+        sens_channels: Sequence[int] = (4, 8),
+        *,
+        key,
+    ):
+        keys = jax.random.split(key, cascades + 1)
+        self.regularisers = [UNet(channels, key=k) for k in keys[:-1]]
+        self.sens = UNet(sens_channels, key=keys[-1])
+        self.etas = jnp.full((cascades,), 0.5)
+
+    def maps(self, kspace, mask):
+        """ACS sensitivity estimate, refined per coil by a U-Net, normalised to unit RSS."""
+        est = estimate_maps(kspace, mask)
+        refined = jax.vmap(lambda m: from_channels(self.sens.image(to_channels(m))))(est)
+        norm = rss(refined)[None]
+        return refined / (norm + 1e-6).astype(refined.dtype)
+
+    def __call__(self, kspace, mask, maps=None):
+        """``maps`` is ignored: the network estimates its own (the E2E-VarNet design)."""
+        s = jnp.abs(sense_adjoint(kspace, estimate_maps(kspace, mask), mask)).max() + 1e-12
+        y = kspace / s.astype(kspace.dtype)
+        sm = self.maps(y, mask)
+        m = jnp.broadcast_to(jnp.asarray(mask, jnp.float32), y.shape[-2:])[None].astype(y.dtype)
+        k = y
+        for reg, eta in zip(self.regularisers, self.etas, strict=True):
+            image = (jnp.conj(sm) * ifft2c(k)).sum(0)
+            update = fft2c(sm * from_channels(reg.image(to_channels(image)))[None])
+            k = k - eta.astype(k.dtype) * m * (k - y) - (fft2c(sm * image[None]) - update)
+        return (jnp.conj(sm) * ifft2c(k)).sum(0) * s.astype(k.dtype)

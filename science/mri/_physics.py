@@ -123,25 +123,19 @@ def sense_combine(kspace, maps, eps: float = 1e-8):
     return (jnp.conj(maps) * coil).sum(-3) / _c((jnp.abs(maps) ** 2).sum(-3) + eps)
 
 
-def estimate_maps(kspace, mask, *, n_acs: int | None = None, threshold: float = 0.05):
+def estimate_maps(kspace, mask, *, threshold: float = 0.05):
     """Coil sensitivities from the fully sampled centre (autocalibration region, ACS): the coil
-    images of the Hann-windowed ACS lines divided by their root-sum-of-squares, zero where that
+    images of the Hann-windowed ACS columns divided by their root-sum-of-squares, zero where that
     falls below ``threshold`` of its maximum. A documented simpler alternative to ESPIRiT (the
-    low-resolution estimate E2E-VarNet starts its sensitivity refinement from).
-
-    ``n_acs``: width of the ACS band in columns (default: the contiguous sampled band at the
-    centre of ``mask``). Returns (C, H, W) complex64."""
+    low-resolution estimate E2E-VarNet starts its sensitivity refinement from). Traceable: the
+    ACS band (the contiguous sampled columns around the centre) is found with jnp, so a traced
+    mask works under ``jit``. Returns (C, H, W) complex64."""
     kspace = jnp.asarray(kspace)
-    w = kspace.shape[-1]
-    if n_acs is None:
-        n_acs = acs_width(mask)
-    if n_acs < 2:
+    if not isinstance(mask, jax.core.Tracer) and acs_width(mask) < 2:
         raise MRIError(
             "mask: no fully sampled centre (autocalibration region) to estimate coil maps from"
         )
-    lo = (w - n_acs + 1) // 2
-    window = np.zeros(w, np.float32)
-    window[lo : lo + n_acs] = np.hanning(n_acs + 2)[1:-1]
+    window = _acs_window(mask, kspace.shape[-1])
     low = ifft2c(kspace * _bmask(window[None, :], kspace))
     norm = rss(low)[None]
     keep = jnp.broadcast_to(norm > threshold * norm.max(), low.shape)
@@ -151,16 +145,23 @@ def estimate_maps(kspace, mask, *, n_acs: int | None = None, threshold: float = 
 
 def acs_width(mask) -> int:
     """Width of the contiguous block of sampled columns around the centre of a Cartesian mask."""
-    cols = np.asarray(mask).reshape(-1, np.shape(mask)[-1]).max(0) > 0
-    c = cols.size // 2
-    if not cols[c]:
-        return 0
-    lo, hi = c, c
-    while lo > 0 and cols[lo - 1]:
-        lo -= 1
-    while hi < cols.size - 1 and cols[hi + 1]:
-        hi += 1
-    return hi - lo + 1
+    return int((_acs_window(mask, np.shape(mask)[-1]) > 0).sum())
+
+
+def _acs_window(mask, w: int):
+    """A Hann window over the contiguous sampled columns around the centre column (jnp)."""
+    m = jnp.asarray(mask, jnp.float32)
+    cols = (m.reshape(-1, m.shape[-1]).max(0) > 0).astype(jnp.int32)
+    cols = jnp.broadcast_to(cols, (w,))
+    c = w // 2
+    right = jnp.cumprod(cols[c:]).sum()  # sampled run from the centre rightwards
+    left = jnp.cumprod(cols[: c + 1][::-1]).sum()  # and leftwards (both include the centre)
+    width = jnp.maximum(left + right - 1, 1)
+    lo = c - left + 1
+    j = jnp.arange(w)
+    inside = (j >= lo) & (j < lo + width)
+    phase = jnp.pi * (j - lo + 1).astype(jnp.float32) / (width + 1).astype(jnp.float32)
+    return jnp.where(inside, jnp.sin(phase) ** 2, 0.0)
 
 
 def check_kspace(kspace, mask=None, maps=None, *, name: str = "kspace"):

@@ -32,6 +32,9 @@ def _models():
         "rim-mgu": _nets.RIM("mgu", 8, 3, key=key),
         "rim-indrnn": _nets.RIM("indrnn", 8, 3, key=key),
         "unet": _nets.UNet((8, 16), key=key),
+        "cirim-implicit": _nets.CIRIM("indrnn", 8, 2, 2, "implicit", key=key),
+        "cirim-explicit": _nets.CIRIM("gru", 8, 2, 2, "explicit", key=key),
+        "varnet": _nets.VarNet(2, (8, 16), (4, 8), key=key),
     }
 
 
@@ -39,7 +42,11 @@ def _l1(model, s):
     return jnp.mean(jnp.abs(jnp.abs(model(s.kspace, s.mask, s.maps)) - s.target))
 
 
-def test_models_map_kspace_to_an_image_with_finite_gradients_and_no_retrace(sample):
+MODELS = ["rim-gru", "rim-mgu", "rim-indrnn", "unet", "cirim-implicit", "cirim-explicit", "varnet"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_maps_kspace_to_an_image_with_finite_gradients_and_no_retrace(sample, name):
     traces = []
 
     @eqx.filter_jit
@@ -47,16 +54,18 @@ def test_models_map_kspace_to_an_image_with_finite_gradients_and_no_retrace(samp
         traces.append(1)
         return model(k, m, maps)
 
-    for name, model in _models().items():
-        traces.clear()
-        out = run(model, sample.kspace, sample.mask, sample.maps)
-        assert out.shape == (N, N) and jnp.iscomplexobj(out), name
-        assert np.isfinite(np.asarray(out)).all(), name
-        run(model, sample.kspace * 1.5, sample.mask, sample.maps)
-        assert len(traces) == 1, f"{name} retraced"
-        grads = eqx.filter_grad(_l1)(model, sample)
-        leaves = jax.tree.leaves(eqx.filter(grads, eqx.is_array))
-        assert leaves and all(np.isfinite(np.asarray(g)).all() for g in leaves), name
+    model = _models()[name]
+    out = run(model, sample.kspace, sample.mask, sample.maps)
+    assert out.shape == (N, N) and jnp.iscomplexobj(out)
+    assert np.isfinite(np.asarray(out)).all()
+    run(model, sample.kspace * 1.5, sample.mask, sample.maps)
+    assert len(traces) == 1, "retraced"
+    grads = eqx.filter_grad(_l1)(model, sample)
+    leaves = jax.tree.leaves(eqx.filter(grads, eqx.is_array))
+    assert leaves and all(np.isfinite(np.asarray(g)).all() for g in leaves)
+
+
+def test_rim_returns_every_step_and_vmaps(sample):
     rim = _models()["rim-gru"]
     steps = rim(sample.kspace, sample.mask, sample.maps, all_steps=True)
     assert steps.shape == (3, N, N)
@@ -80,7 +89,15 @@ def _overfit(model, s, steps, lr=3e-3):
     return float(_l1(model, s))
 
 
-@pytest.mark.parametrize("name,steps", [("unet", 300), ("rim-indrnn", 150)])
+@pytest.mark.parametrize(
+    "name,steps",
+    [
+        ("unet", 300),
+        ("rim-indrnn", 150),
+        pytest.param("cirim-explicit", 150, marks=pytest.mark.slow),
+        pytest.param("varnet", 200, marks=pytest.mark.slow),
+    ],
+)
 def test_overfits_one_example(sample, name, steps):
     zf = float(
         jnp.mean(
