@@ -196,6 +196,7 @@ def check_kspace(kspace, mask=None, maps=None, *, name: str = "kspace"):
     return k
 
 
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Sample:
     """One simulated acquisition.
