@@ -1,9 +1,10 @@
 """Accelerated MRI reconstruction: physics (centred FFT, coil sensitivities, SENSE operators,
 masks, retrospective simulation), fastMRI's metrics (`metrics`), a compressed-sensing baseline
-(`cs_reconstruct`, MFISTA with wavelet L1 + TV) and networks (`nets`: recurrent cells, RIM, U-Net).
-CIRIM, E2E-VarNet, the training loop and ``jaxaccel mri-recon`` are still to come (issue 8)."""
+(`cs_reconstruct`, MFISTA with wavelet L1 + TV), networks (`nets`: recurrent cells, RIM, CIRIM,
+E2E-VarNet, U-Net), on-the-fly phantom data (`data`), training with checkpoint/resume (`train`) and
+``jaxaccel mri-recon``. Trained results, the notebook and the benchmark are still to come (issue 8)."""
 
-from . import _metrics as metrics, _nets as nets
+from . import _data as data, _metrics as metrics, _nets as nets, _train as train
 from ._cs import CSResult as CSResult, Wavelet as Wavelet, cs_reconstruct as cs_reconstruct
 from ._masks import (
     acceleration as acceleration,
@@ -28,8 +29,10 @@ from ._physics import (
 )
 
 __all__ = [
+    "data",
     "metrics",
     "nets",
+    "train",
     "CSResult",
     "Wavelet",
     "cs_reconstruct",

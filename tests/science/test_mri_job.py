@@ -1,0 +1,42 @@
+"""``jaxaccel mri-recon`` at tiny size: trains (a few steps), reconstructs the real slice at 4x and
+8x, writes the figures and the metrics table, and resumes from its checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from science.mri import _job
+from science.mri._physics import MRIError
+
+needs_slice = pytest.mark.skipif(
+    not _job.default_slice().exists(), reason="../shared/data/mri not present"
+)
+
+
+@needs_slice
+def test_tiny_job_writes_metrics_and_figures_and_resumes(tmp_path, capsys):
+    config = {"models": ["unet", "cirim"]}
+    summary = _job.run("tiny", 0, tmp_path, config)
+    for tag in ("4x", "8x"):
+        assert (tmp_path / f"recon_{tag}.png").stat().st_size > 20_000
+        rows = summary["acquisitions"][tag]["methods"]
+        assert set(rows) == {"zero-filled", "CS", "unet", "cirim"}
+        assert rows["CS"]["ssim"] > rows["zero-filled"]["ssim"]  # CS must beat zero-filling
+        assert all(0 < r["seconds"] for r in rows.values())
+    assert summary["acquisitions"]["4x"]["achieved"] == pytest.approx(4, rel=0.15)
+    assert "| CS |" in (tmp_path / "metrics.md").read_text()
+    assert json.loads((tmp_path / "metrics.json").read_text())["size"] == "tiny"
+    capsys.readouterr()
+    _job.run("tiny", 0, tmp_path, config)
+    assert "resumed from step 3" in capsys.readouterr().err
+
+
+def test_config_errors():
+    with pytest.raises(MRIError, match="unknown key"):
+        _job._settings("tiny", {"stepz": 3})
+    with pytest.raises(MRIError, match="models: unknown"):
+        _job._settings("tiny", {"models": ["transformer"]})
+    with pytest.raises(MRIError, match="does not exist"):
+        _job.run("tiny", 0, __import__("pathlib").Path("/tmp"), {"data": "/nonexistent.npy"})
