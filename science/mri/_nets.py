@@ -29,7 +29,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._physics import estimate_maps, fft2c, ifft2c, rss, sense_adjoint, sense_forward
+from ._physics import MRIError, estimate_maps, fft2c, ifft2c, rss, sense_adjoint, sense_forward
 
 __all__ = [
     "to_channels",
@@ -131,7 +131,7 @@ class _RIMBlock(eqx.Module):
 
     def __init__(self, cell: str, hidden: int, *, key):
         if cell not in CELLS:
-            raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
+            raise MRIError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
         ks = jax.random.split(key, 5)
         self.c1 = _conv(4, hidden, 5, ks[0])
         self.r1 = CELLS[cell](hidden, hidden, 3, key=ks[1])
@@ -212,7 +212,7 @@ class CIRIM(eqx.Module):
         key,
     ):
         if consistency not in ("implicit", "explicit"):
-            raise ValueError(f"consistency: expected 'implicit' or 'explicit', got {consistency!r}")
+            raise MRIError(f"consistency: expected 'implicit' or 'explicit', got {consistency!r}")
         self.blocks = [_RIMBlock(cell, hidden, key=k) for k in jax.random.split(key, cascades)]
         self.dc_weights = jnp.ones((cascades,))
         self.steps = steps
