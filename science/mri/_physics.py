@@ -144,8 +144,16 @@ def estimate_maps(kspace, mask, *, threshold: float = 0.05):
 
 
 def acs_width(mask) -> int:
-    """Width of the contiguous block of sampled columns around the centre of a Cartesian mask."""
-    return int((_acs_window(mask, np.shape(mask)[-1]) > 0).sum())
+    """Width of the contiguous block of sampled columns around the centre of a Cartesian mask
+    (NumPy, on a concrete mask; `_acs_window` is the traceable twin)."""
+    m = np.asarray(mask)
+    cols = m.reshape(-1, m.shape[-1]).max(0) > 0
+    c = cols.size // 2
+    if not cols[c]:
+        return 0
+    right = int(np.cumprod(cols[c:]).sum())
+    left = int(np.cumprod(cols[: c + 1][::-1]).sum())
+    return left + right - 1
 
 
 def _acs_window(mask, w: int):

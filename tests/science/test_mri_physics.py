@@ -189,3 +189,12 @@ def test_bad_input_errors():
         mri.random_mask(jax.random.key(0), (32, 32), 8, 0.2)
     with pytest.raises(mri.MRIError, match="magnitude: expected even"):
         mri.simulate(jax.random.key(0), np.ones((31, 32)), np.ones((1, 32)))
+
+
+def test_acs_band_host_and_traced_agree():
+    from science.mri._physics import _acs_window, acs_width
+
+    for s in range(5):
+        m = mri.random_mask(jax.random.key(s), (64, 64), 4, 0.1)
+        traced = jax.jit(lambda mm: (_acs_window(mm, 64) > 0).sum())(m)
+        assert acs_width(m) == int(traced) >= round(64 * 0.1)
