@@ -189,8 +189,7 @@ class _UserStat:
             w = jnp.asarray(self.pool.assignments(s, s + self.chunk))
             yw = jnp.asarray(y0, jnp.float32)[None, :] + tau * w.astype(jnp.float32)
             out.append(np.asarray(self.fn(yw, w), dtype=np.float64))
-        obs = float(self.one(jnp.asarray(self.y, jnp.float32), jnp.asarray(self.w_obs)))
-        return np.concatenate(out)[:, None], np.array([obs])
+        return np.concatenate(out)[:, None], np.array([self.estimate])
 
     def p(self, tau, alternative="two-sided"):
         stat, obs = self.null_distribution(tau)

@@ -246,7 +246,6 @@ def test_other_balance_functions():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(12, 3)) * np.array([1.0, 10.0, 0.1])
     ref = _all_assignments(12, 6)
-    xc = x - x.mean(0)
     sd = x.std(0, ddof=1) * math.sqrt(12 / 36)
     smd = np.stack([(x[r].mean(0) - x[~r].mean(0)) for r in ref]) / sd
     for balance, expect in (
@@ -256,7 +255,6 @@ def test_other_balance_functions():
     ):
         pool = rr.draw_pool(jax.random.key(0), x, 6, method="exact", balance=balance)
         np.testing.assert_allclose(pool.balance, expect, rtol=1e-4, atol=1e-5)
-    del xc
 
 
 def test_choose_threshold_trades_variance_for_pool_size():
