@@ -35,13 +35,30 @@ from ._nets import CIRIM, RIM, UNet, VarNet
 from ._physics import MRIError, sense_adjoint, simulate
 from ._train import TrainConfig, train
 
-__all__ = ["main", "run", "SIZES", "MODELS", "default_slice"]
+__all__ = [
+    "main",
+    "run",
+    "SIZES",
+    "MODELS",
+    "ACQUISITIONS",
+    "default_slice",
+    "load_slice",
+    "acquire",
+    "train_models",
+    "choose_cs",
+    "score",
+]
 
+MODELS_CONFIG = {
+    "unet": {"channels": (16, 32, 64)},
+    "rim": {"cell": "indrnn", "hidden": 16, "steps": 4},
+    "cirim": {"cell": "indrnn", "hidden": 16, "steps": 3, "cascades": 2, "consistency": "explicit"},
+    "varnet": {"cascades": 4, "channels": (8, 16, 32), "sens_channels": (4, 8)},
+}
+_CLASSES = {"unet": UNet, "rim": RIM, "cirim": CIRIM, "varnet": VarNet}
 MODELS = {
-    "unet": lambda key: UNet((16, 32, 64), key=key),
-    "rim": lambda key: RIM("indrnn", 16, 4, key=key),
-    "cirim": lambda key: CIRIM("indrnn", 16, 3, 2, "explicit", key=key),
-    "varnet": lambda key: VarNet(4, (8, 16, 32), (4, 8), key=key),
+    name: (lambda key, name=name: _CLASSES[name](**MODELS_CONFIG[name], key=key))
+    for name in MODELS_CONFIG
 }
 SIZES = {
     "tiny": {
@@ -90,7 +107,7 @@ def _settings(size: str, config: dict) -> dict:
     return st
 
 
-def _choose_cs(key, shape, iterations):
+def choose_cs(key, shape, iterations):
     """Regularisation for CS chosen on a simulated phantom at 4x (the best SSIM of the sweep)."""
     img = phantom(key, shape)
     mask = random_mask(key, shape, 4.0, 0.08)
@@ -106,7 +123,8 @@ def _choose_cs(key, shape, iterations):
     return CS_LAMBDAS[int(np.argmax(scores))], scores
 
 
-def _score(gt, out, brain):
+def score(gt, out, brain) -> dict:
+    """fastMRI SSIM/PSNR/NMSE of |out| against ``gt``, whole image and inside ``brain``."""
     out = np.asarray(jnp.abs(out))
     return {
         "ssim": float(_metrics.ssim(gt, out)),
@@ -126,24 +144,30 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t
 
 
-def run(size: str, seed: int, out: Path, config: dict) -> dict:
-    """Run the job; returns the metrics summary."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    st = _settings(size, config)
-    path = Path(st.get("data") or default_slice())
+def load_slice(path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, Path]:
+    """The T1 slice (float32 (256, 256) in [0, 1]), its brain mask (image > 0) and its path."""
+    path = Path(path or default_slice())
     if not path.exists():
         raise MRIError(f"data: {path} does not exist (the T1 slice ships in ../shared/data/mri)")
     gt = np.load(path).astype(np.float32)
     if gt.ndim != 2:
         raise MRIError(f"data: expected a 2D slice, got shape {gt.shape}")
-    brain = gt > 0
-    key = jax.random.key(seed)
-    out.mkdir(parents=True, exist_ok=True)
+    return gt, gt > 0, path
 
-    models = {}
-    train_info = {}
+
+def acquire(gt, key) -> dict:
+    """The simulated 8-coil acquisitions of ``gt`` at each of `ACQUISITIONS` ({tag: Sample}); the
+    same arrays for the same key (the benchmark reconstructs exactly what the job does)."""
+    out = {}
+    for tag, (accel, frac) in ACQUISITIONS.items():
+        mask = random_mask(jax.random.fold_in(key, 400), gt.shape, accel, frac)
+        out[tag] = simulate(jax.random.fold_in(key, 401), gt, mask, n_coils=8, noise=0.01)
+    return out
+
+
+def train_models(st: dict, key, folder: Path) -> tuple[dict, dict]:
+    """Train (or resume from ``folder/<model>``) each model of the settings; (models, info)."""
+    models, info = {}, {}
     for i, name in enumerate(st["models"]):
         cfg = TrainConfig(
             steps=int(st["steps"]),
@@ -156,19 +180,29 @@ def run(size: str, seed: int, out: Path, config: dict) -> dict:
             MODELS[name](jax.random.fold_in(key, 100 + i)),
             cfg,
             key=jax.random.fold_in(key, 200 + i),
-            folder=out / "checkpoints" / name,
+            folder=folder / name,
         )
         models[name] = model
-        train_info[name] = {
+        info[name] = {
             "steps": cfg.steps,
             "final_loss": losses[-1] if losses else None,
             "seconds_this_run": time.perf_counter() - t,
         }
         print(f"[mri-recon] {name}: trained {cfg.steps} steps, loss {losses[-1]:.4f}")
+    return models, info
 
-    (lw, ltv), cs_scores = _choose_cs(
-        jax.random.fold_in(key, 300), st["shape"], st["cs_iterations"]
-    )
+
+def run(size: str, seed: int, out: Path, config: dict) -> dict:
+    """Run the job; returns the metrics summary."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    st = _settings(size, config)
+    gt, brain, path = load_slice(st.get("data"))
+    key = jax.random.key(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    models, train_info = train_models(st, key, out / "checkpoints")
+    (lw, ltv), cs_scores = choose_cs(jax.random.fold_in(key, 300), st["shape"], st["cs_iterations"])
     summary = {
         "data": str(path),
         "size": size,
@@ -180,27 +214,22 @@ def run(size: str, seed: int, out: Path, config: dict) -> dict:
     # jitted once: both accelerations have the same shapes, so nothing recompiles between them
     zf = jax.jit(lambda k, m, maps: sense_adjoint(k, maps, m))
     nets = {name: eqx.filter_jit(model) for name, model in models.items()}
-    for tag, (accel, frac) in ACQUISITIONS.items():
-        mask = random_mask(jax.random.fold_in(key, 400), gt.shape, accel, frac)
-        s = simulate(jax.random.fold_in(key, 401), gt, mask, n_coils=8, noise=0.01)
+
+    def cs(k, m, maps):  # validated on the host, then one jitted MFISTA call
+        return cs_reconstruct(
+            k, m, maps, lam_wavelet=lw, lam_tv=ltv, iterations=st["cs_iterations"]
+        ).image
+
+    for tag, s in acquire(gt, key).items():
+        accel, frac = ACQUISITIONS[tag]
         recons, rows = {}, {}
-        recons["zero-filled"], secs = _timed(zf, s.kspace, s.mask, s.maps)
-        rows["zero-filled"] = _score(gt, recons["zero-filled"], brain) | {"seconds": secs}
-
-        def cs(k, m, maps):  # validated on the host, then one jitted MFISTA call
-            return cs_reconstruct(
-                k, m, maps, lam_wavelet=lw, lam_tv=ltv, iterations=st["cs_iterations"]
-            ).image
-
-        recons["CS"], secs = _timed(cs, s.kspace, s.mask, s.maps)
-        rows["CS"] = _score(gt, recons["CS"], brain) | {"seconds": secs}
-        for name, f in nets.items():
+        for name, f in {"zero-filled": zf, "CS": cs, **nets}.items():
             recons[name], secs = _timed(f, s.kspace, s.mask, s.maps)
-            rows[name] = _score(gt, recons[name], brain) | {"seconds": secs}
+            rows[name] = score(gt, recons[name], brain) | {"seconds": secs}
         summary["acquisitions"][tag] = {
             "acceleration": accel,
             "center_fraction": frac,
-            "achieved": float(gt.size / np.broadcast_to(mask, gt.shape).sum()),
+            "achieved": float(gt.size / np.broadcast_to(s.mask, gt.shape).sum()),
             "methods": rows,
         }
         _figure(gt, recons, rows, out / f"recon_{tag}.png", tag)

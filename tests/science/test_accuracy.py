@@ -324,6 +324,7 @@ def test_one_parameter_evidence(sampler):
 
 # ---------------------------------------------------------------------- SBC
 @pytest.mark.slow
+@pytest.mark.nightly  # ~25 min on 2 cores: kept out of CI's slow run
 def test_simulation_based_calibration_flow_vi():
     """SBC (Talts et al. 2018) on ``mu ~ N(0, 1)``, ``y_i ~ N(mu, 1)``, 5 points: the rank of the
     true ``mu`` among L posterior draws is uniform on {0..L} when the posteriors are right.

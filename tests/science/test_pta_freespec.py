@@ -164,7 +164,12 @@ def _two_parameter_models():
         from science.pta import _spectra
     except ImportError:  # pragma: no cover - while the module is being written
         return []
-    return [m for m, model in _spectra.MODELS.items() if len(model.params) == 2]
+    # META's evidence run is the longest (~14 min on 2 cores): it runs with -m nightly
+    return [
+        pytest.param(m, marks=pytest.mark.nightly) if m == "META" else m
+        for m, model in _spectra.MODELS.items()
+        if len(model.params) == 2
+    ]
 
 
 @needs_data
