@@ -72,7 +72,34 @@ def test_rerandomization_notebook_runs_on_nsw_and_thornton(tmp_path):
     assert 0.40 < s["thornton"]["estimate"] < 0.50 and s["thornton"]["p_value"] < 0.001
 
 
-@pytest.mark.parametrize("name", ["gw_population", "pta_model_comparison", "rerandomization"])
+def test_mri_notebook_runs_on_the_real_slice(tmp_path):
+    from science.mri import _job
+
+    if not _job.default_slice().exists():
+        pytest.skip("../shared/data/mri not present")
+    _run_example("mri_reconstruction", "MRI", tmp_path, timeout=900)
+    for name in (
+        "acquisition.png",
+        "cs_convergence.png",
+        "training.png",
+        "reconstructions.png",
+        "zoom_8x.png",
+        "training_batch.png",
+    ):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["adjoint_relative_error"] < 1e-5
+    first, last = s["cs"]["objective"]
+    assert last < first
+    for tag in ("4x", "8x"):
+        rows = s["metrics"][tag]
+        assert set(rows) == {"zero-filled", "CS", "unet", "cirim"}
+        assert rows["CS"]["ssim_brain"] > rows["zero-filled"]["ssim_brain"]
+
+
+@pytest.mark.parametrize(
+    "name", ["gw_population", "pta_model_comparison", "rerandomization", "mri_reconstruction"]
+)
 def test_ipynb_is_in_sync_with_the_script(name):
     jupytext = pytest.importorskip("jupytext")
     script = jupytext.read(EXAMPLES / f"{name}.py")

@@ -40,14 +40,36 @@ _FILTERS = {
 }
 
 
+def _highpass(h):
+    return np.array([(-1) ** m * h[len(h) - 1 - m] for m in range(len(h))])
+
+
 def _analysis_1d(x, h, axis):
     """One periodic orthonormal analysis step along ``axis``: (low, high), each half length."""
-    g = np.array([(-1) ** m * h[len(h) - 1 - m] for m in range(len(h))])
+    g = _highpass(h)
     lo = sum(float(h[m]) * jnp.roll(x, -m, axis=axis) for m in range(len(h)))
     hi = sum(float(g[m]) * jnp.roll(x, -m, axis=axis) for m in range(len(h)))
     take = [slice(None)] * x.ndim
     take[axis] = slice(0, None, 2)
     return lo[tuple(take)], hi[tuple(take)]
+
+
+def _synthesis_1d(lo, hi, h, axis):
+    """The transpose (= inverse) of `_analysis_1d`: upsample each band by 2 (zeros at odd
+    positions) and filter with the reversed taps, ``x = sum_m h[m] roll(lo_up, m) + g[m] ...``."""
+
+    def up(b):
+        z = jnp.stack([b, jnp.zeros_like(b)], axis=axis if axis >= 0 else b.ndim + axis + 1)
+        shape = list(b.shape)
+        shape[axis] *= 2
+        return z.reshape(shape)
+
+    g = _highpass(h)
+    ul, uh = up(lo), up(hi)
+    return sum(
+        float(h[m]) * jnp.roll(ul, m, axis=axis) + float(g[m]) * jnp.roll(uh, m, axis=axis)
+        for m in range(len(h))
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +100,17 @@ class Wavelet:
         return out
 
     def inverse(self, c):
-        (t,) = jax.linear_transpose(self.forward, jax.ShapeDtypeStruct(c.shape, c.dtype))(c)
-        return t
+        """Exact inverse (the transpose: the transform is orthonormal), level by level."""
+        h = _FILTERS[self.name]
+        out = c
+        size = c.shape[-2:]
+        for lev in reversed(range(self.levels)):
+            hh, ww = size[0] >> lev, size[1] >> lev
+            band = out[..., :hh, :ww]
+            band = _synthesis_1d(band[..., : hh // 2, :], band[..., hh // 2 :, :], h, -2)
+            band = _synthesis_1d(band[..., : ww // 2], band[..., ww // 2 :], h, -1)
+            out = out.at[..., :hh, :ww].set(band)
+        return out
 
     def detail_mask(self, shape):
         m = np.ones(shape, np.float32)
@@ -142,39 +173,49 @@ def cs_reconstruct(
 
 @jax.jit(static_argnums=(6, 7))
 def _mfista(k, mask, maps, lam_w, lam_tv, eps, iterations, wavelet):
+    """Monotone FISTA (Beck & Teboulle 2009). Each iteration applies A once and A^H once: the
+    carry holds A x and A y alongside x and y (A is linear, so A of the momentum combination is
+    the same combination of the A's), and the objective reuses A z."""
+    fwd = lambda x: sense_forward(x, maps, mask)  # noqa: E731
     x0 = sense_adjoint(k, maps, mask)
     scale = jnp.abs(x0).max()
     lw, ltv, e = lam_w * scale, lam_tv * scale, eps * scale
     detail = wavelet.detail_mask(k.shape[-2:])
 
-    def smooth(x):
-        r = sense_forward(x, maps, mask) - k
-        return 0.5 * jnp.sum(jnp.abs(r) ** 2) + ltv * total_variation(x, e)
-
-    def objective(x):
-        return smooth(x) + lw * jnp.sum(detail * jnp.abs(wavelet.forward(x)))
+    def objective(x, ax):
+        return (
+            0.5 * jnp.sum(jnp.abs(ax - k) ** 2)
+            + ltv * total_variation(x, e)
+            + lw * jnp.sum(detail * jnp.abs(wavelet.forward(x)))
+        )
 
     lipschitz = 1.0 + ltv * 8.0 / e  # ||A|| <= 1 (unit-RSS maps, unitary FFT, mask <= 1)
     step = 1.0 / lipschitz
-    grad = jax.grad(lambda x: smooth(x))
+    tv_grad = jax.grad(lambda x: total_variation(x, e))
 
     def prox(z):
         c = wavelet.forward(z)
         return wavelet.inverse(jnp.where(detail > 0, _soft(c, lw * step), c))
 
     def body(carry, _):
-        x, y, t, fx = carry
-        g = jnp.conj(grad(y))  # jax.grad of a real function of complex y gives conj(dF/dy*)
+        x, ax, y, ay, t, fx = carry
+        # jax.grad of a real function of complex y gives conj(dF/dy*)
+        g = sense_adjoint(ay - k, maps, mask) + jnp.asarray(ltv).astype(y.dtype) * jnp.conj(
+            tv_grad(y)
+        )
         z = prox(y - jnp.asarray(step).astype(y.dtype) * g)
-        fz = objective(z)
+        az = fwd(z)
+        fz = objective(z, az)
         better = fz <= fx
-        x_new = jnp.where(better, z, x)
+        x_new, ax_new = jnp.where(better, z, x), jnp.where(better, az, ax)
         f_new = jnp.minimum(fz, fx)
         t_new = 0.5 * (1 + jnp.sqrt(1 + 4 * t * t))
         a, b = (t / t_new).astype(z.dtype), ((t - 1) / t_new).astype(z.dtype)
         y_new = x_new + a * (z - x_new) + b * (x_new - x)
-        return (x_new, y_new, t_new, f_new), f_new
+        ay_new = ax_new + a * (az - ax_new) + b * (ax_new - ax)
+        return (x_new, ax_new, y_new, ay_new, t_new, f_new), f_new
 
-    init = (x0, x0, jnp.float32(1.0), objective(x0))
-    (x, _, _, _), hist = jax.lax.scan(body, init, None, length=iterations)
+    a0 = fwd(x0)
+    init = (x0, a0, x0, a0, jnp.float32(1.0), objective(x0, a0))
+    (x, *_), hist = jax.lax.scan(body, init, None, length=iterations)
     return x, hist

@@ -171,7 +171,9 @@ def _rim_steps(block: _RIMBlock, x, y, maps, mask, steps: int):
         x = x + dx
         return (x, state), x
 
-    _, xs = jax.lax.scan(step, (x, state), None, length=steps)
+    # unrolled: XLA's CPU backend runs convolutions inside a while loop ~8x slower than the same
+    # convolutions unrolled (1.47 s vs 0.19 s for 4 steps at 256 x 256, 16 channels)
+    _, xs = jax.lax.scan(step, (x, state), None, length=steps, unroll=True)
     return xs
 
 

@@ -63,6 +63,9 @@ def test_wavelet_is_orthonormal_and_its_transpose_inverts_it(name):
     c = w.forward(z)
     np.testing.assert_allclose(jnp.linalg.norm(c), jnp.linalg.norm(z), rtol=1e-5)
     np.testing.assert_allclose(w.inverse(c), z, atol=1e-4)
+    # the explicit synthesis is the transpose JAX derives from the analysis
+    (t,) = jax.linear_transpose(w.forward, jax.ShapeDtypeStruct(c.shape, c.dtype))(c)
+    np.testing.assert_allclose(w.inverse(c), t, atol=1e-5)
     # linear: adjoint identity with a real test vector
     u = jax.random.normal(jax.random.key(5), (64, 64))
     v = jax.random.normal(jax.random.key(6), (64, 64))
