@@ -2,7 +2,7 @@
 masks, retrospective simulation), fastMRI's metrics (`metrics`), a compressed-sensing baseline
 (`cs_reconstruct`, MFISTA with wavelet L1 + TV), networks (`nets`: recurrent cells, RIM, CIRIM,
 E2E-VarNet, U-Net), on-the-fly phantom data (`data`), training with checkpoint/resume (`train`) and
-``jaxaccel mri-recon``. Trained results, the notebook and the benchmark are still to come (issue 8)."""
+``jaxaccel mri-recon``. Tutorial: ``examples/mri_reconstruction``; measurements: ``benchmarks/mri.py``."""
 
 from . import _data as data, _metrics as metrics, _nets as nets, _train as train
 from ._cs import CSResult as CSResult, Wavelet as Wavelet, cs_reconstruct as cs_reconstruct
