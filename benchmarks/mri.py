@@ -33,12 +33,14 @@ the IndRNN-RIM paper's claim of being 68% faster than CS is set against our IndR
 Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/mri.py [--quick]`` (needs the bench and
 parity extras; fastMRI is installed ``--no-deps`` by ``scripts/setup.sh``: its declared
 dependencies pull a CUDA build of PyTorch). Writes ``benchmarks/results/mri.json`` and the ``mri``
-section of ``BENCHMARKS.md`` (``--quick``: tiny models, ``$TMPDIR``, BENCHMARKS.md untouched).
+section of ``BENCHMARKS.md`` (``--quick``: tiny models, ``$TMPDIR``, BENCHMARKS.md untouched;
+``--render JSON``: rebuild the section from a results file).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -60,7 +62,7 @@ from science.mri._cs import cs_reconstruct  # noqa: E402
 from science.mri._physics import sense_adjoint  # noqa: E402
 
 NAME = "mri"
-TITLE = "MRI reconstruction (science.mri): T1 slice, 8 coils, 4x / 8x"
+TITLE = "MRI reconstruction (`benchmarks/mri.py`): T1 slice, 8 coils, 4x / 8x"
 
 
 def sigpy_l1wavelet(s, lam: float, iterations: int):
@@ -108,7 +110,18 @@ def main() -> None:
     p.add_argument("--checkpoints", default=None, help="folder of the job's model checkpoints")
     p.add_argument("--out", default=None, help="JSON path (default results/mri.json)")
     p.add_argument("--no-md", action="store_true", help="leave BENCHMARKS.md alone")
+    p.add_argument(
+        "--render",
+        default=None,
+        metavar="JSON",
+        help="measure nothing: rebuild the BENCHMARKS.md section from a results JSON",
+    )
     args = p.parse_args()
+    if args.render:
+        report = json.loads(pathlib.Path(args.render).read_text())
+        md = common.update_benchmarks_md(NAME, report, title=TITLE, intro=intro(report))
+        print(f"updated {md}")
+        return
     if args.quick and args.out is None:
         args.out = os.path.join(tempfile.gettempdir(), f"{NAME}_quick.json")
         args.no_md = True
@@ -308,6 +321,17 @@ def verdicts(report: dict) -> list[str]:
             )
             + f" (CS SSIM {cs['ssim']:.3f}, {cs['seconds']:.2f} s)."
         )
+        best = max(nets, key=lambda k: nets[k]["ssim_brain"], default=None)
+        if best is not None:
+            out.append(
+                f"- {tag}: inside the brain the best network is {best} (SSIM "
+                f"{nets[best]['ssim_brain']:.3f}) against CS's {cs['ssim_brain']:.3f}: "
+                + (
+                    "CS stays ahead."
+                    if cs["ssim_brain"] > nets[best]["ssim_brain"]
+                    else "ahead of CS."
+                )
+            )
         if "rim" in m:
             faster = 100 * (1 - m["rim"]["seconds"] / cs["seconds"])
             out.append(
