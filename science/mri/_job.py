@@ -9,10 +9,10 @@ the slice), and each network. Writes ``metrics.md``/``metrics.json`` (SSIM, PSNR
 whole image and inside the brain mask, seconds per slice), ``recon_4x.png``/``recon_8x.png``
 (ground truth, every method, error maps) and ``checkpoints/<model>/`` (resumed on rerun).
 
-Sizes: ``tiny`` (tests: 64 x 64 training, a few steps), ``small`` (96 x 96, 1000 steps per model; 2-7
-minutes per model on 2 cores, ~20 minutes for the four), ``full`` (128 x 128, more steps). Config keys (TOML):
-``models`` (list of ``unet``, ``rim``, ``cirim``, ``varnet``), ``steps``, ``batch``, ``shape``,
-``cs_iterations``, ``data`` (path of the slice).
+Sizes: ``tiny`` (tests: 64 x 64 training, a few steps), ``small`` (96 x 96, 1000 steps per
+model; 2-7 minutes per model on 2 cores, ~20 minutes for the four), ``full`` (128 x 128, 1500
+steps). Config keys (TOML): ``models`` (list of ``unet``, ``rim``, ``cirim``, ``varnet``),
+``steps``, ``batch``, ``shape``, ``cs_iterations``, ``data`` (path of the slice).
 """
 
 from __future__ import annotations
