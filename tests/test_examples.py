@@ -83,7 +83,7 @@ def test_mri_notebook_runs_on_the_real_slice(tmp_path):
         "cs_convergence.png",
         "training.png",
         "reconstructions.png",
-        "zoom_8x.png",
+        "zoom.png",
         "training_batch.png",
     ):
         assert (tmp_path / name).stat().st_size > 10_000, name
