@@ -18,6 +18,7 @@ The JSON shape (see ``DESIGN.md``, "Performance measurement")::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import json
@@ -27,6 +28,7 @@ import pathlib
 import platform
 import random
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -293,6 +295,38 @@ def update_benchmarks_md(
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
     return path
+
+
+def output_arguments(
+    parser: argparse.ArgumentParser,
+    name: str,
+    *,
+    quick: str,
+    render: str = "rebuild the BENCHMARKS.md section from a results JSON",
+) -> None:
+    """Add the options every benchmark shares: ``--quick`` (a smoke run), ``--out``, ``--no-md``
+    and ``--render JSON`` (measure nothing). Parse with `parse_output_arguments`."""
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {quick}; writes $TMPDIR/{name}_quick.json (unless --out) and leaves "
+        "BENCHMARKS.md alone",
+    )
+    parser.add_argument("--no-md", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--out", default=None, help=f"JSON path (default results/{name}.json)")
+    parser.add_argument("--render", default=None, metavar="JSON", help=f"measure nothing: {render}")
+
+
+def parse_output_arguments(
+    parser: argparse.ArgumentParser, name: str, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """Parse; a quick run writes to ``$TMPDIR/<name>_quick.json`` and leaves BENCHMARKS.md alone
+    (a smoke run never overwrites the measurement)."""
+    args = parser.parse_args(argv)
+    if args.quick and args.out is None:
+        args.out = os.path.join(tempfile.gettempdir(), f"{name}_quick.json")
+        args.no_md = True
+    return args
 
 
 def loadavg() -> str:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 import tempfile
@@ -66,7 +65,7 @@ TITLE = "MRI reconstruction (`benchmarks/mri.py`): T1 slice, 8 coils, 4x / 8x"
 
 
 def sigpy_l1wavelet(s, lam: float, iterations: int):
-    """SigPy's L1-wavelet reconstruction of a Sample (complex128 -> complex64 image)."""
+    """SigPy's L1-wavelet reconstruction of a Sample (complex64 NumPy image)."""
     import sigpy.mri.app as app
 
     y = np.asarray(s.kspace).astype(np.complex64)
@@ -106,27 +105,16 @@ def fastmri_varnet(size: str, our_varnet_cfg: dict):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny models, few reps; not a measurement")
+    common.output_arguments(p, NAME, quick="tiny models (a few training steps), few reps")
     p.add_argument("--checkpoints", default=None, help="folder of the job's model checkpoints")
-    p.add_argument("--out", default=None, help="JSON path (default results/mri.json)")
-    p.add_argument("--no-md", action="store_true", help="leave BENCHMARKS.md alone")
-    p.add_argument(
-        "--render",
-        default=None,
-        metavar="JSON",
-        help="measure nothing: rebuild the BENCHMARKS.md section from a results JSON",
-    )
-    args = p.parse_args()
+    args = common.parse_output_arguments(p, NAME)
     if args.render:
         report = json.loads(pathlib.Path(args.render).read_text())
         md = common.update_benchmarks_md(NAME, report, title=TITLE, intro=intro(report))
         print(f"updated {md}")
         return
-    if args.quick and args.out is None:
-        args.out = os.path.join(tempfile.gettempdir(), f"{NAME}_quick.json")
-        args.no_md = True
     warnings.simplefilter("ignore", RuntimeWarning)
-    t0 = time.perf_counter()
+    t0, load_start = time.perf_counter(), common.loadavg()
     size = "tiny" if args.quick else "small"
     st = _job._settings(size, {})
     ckpt = pathlib.Path(
@@ -197,7 +185,8 @@ def main() -> None:
         results[tag] = {"sigpy_lambda": lam_sp, "methods": rows}
 
     report = {
-        "loadavg_start": common.loadavg(),
+        "loadavg_start": load_start,
+        "loadavg_end": common.loadavg(),
         "commit": common.git_commit("science/mri"),
         "mode": "quick (smoke run, not a measurement)" if args.quick else "full",
         "command": "python benchmarks/mri.py" + (" --quick" if args.quick else ""),

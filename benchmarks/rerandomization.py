@@ -73,7 +73,6 @@ import pathlib  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from typing import Any  # noqa: E402
@@ -1290,31 +1289,14 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: small batches/pools, few "
-        "reps; writes $TMPDIR/rerandomization_quick.json and leaves BENCHMARKS.md alone",
-    )
-    p.add_argument("--no-md", action="store_true", help="do not update BENCHMARKS.md")
-    p.add_argument("--out", default=None, help="JSON path (default results/rerandomization.json)")
-    p.add_argument(
-        "--render",
-        default=None,
-        metavar="JSON",
-        help="measure nothing: rebuild the BENCHMARKS.md section from a results JSON",
-    )
+    common.output_arguments(p, NAME, quick="small batches/pools, few reps")
     # internal: subprocess workers
     p.add_argument("--scaling-worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--numpy-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=4096, help=argparse.SUPPRESS)
     p.add_argument("--reps", type=int, default=15, help=argparse.SUPPRESS)
     p.add_argument("--budget", type=float, default=3.0, help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.quick and args.out is None:
-        args.out = os.path.join(tempfile.gettempdir(), f"{NAME}_quick.json")
-        args.no_md = True
-    return args
+    return common.parse_output_arguments(p, NAME)
 
 
 def main() -> None:

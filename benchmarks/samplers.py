@@ -57,11 +57,9 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import pathlib
 import random
 import statistics
-import tempfile
 import time
 import traceback
 import warnings
@@ -1044,28 +1042,16 @@ def publish(
 def parse_args(name: str, description: str, quick: str, seeds: str) -> argparse.Namespace:
     """The command line of the sampler benchmarks (``name``: the results file's stem)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: {quick}; writes $TMPDIR/{name}_quick.json (unless --out) and leaves "
-        "BENCHMARKS.md alone",
+    common.output_arguments(
+        parser,
+        name,
+        quick=quick,
+        render="rebuild rows, verdicts and BENCHMARKS.md from an earlier JSON",
     )
     parser.add_argument("--seeds", type=int, default=None, help=seeds)
     parser.add_argument("--cases", default=None, help="comma-separated case names (substring)")
     parser.add_argument("--samplers", default=None, help="comma-separated sampler names")
-    parser.add_argument("--no-md", action="store_true", help="do not update BENCHMARKS.md")
-    parser.add_argument("--out", default=None, help=f"JSON path (default results/{name}.json)")
-    parser.add_argument(
-        "--render",
-        default=None,
-        metavar="JSON",
-        help="measure nothing: rebuild rows, verdicts and BENCHMARKS.md from an earlier JSON",
-    )
-    args = parser.parse_args()
-    if args.quick and args.out is None:  # a smoke run never overwrites the measurement
-        args.out = os.path.join(tempfile.gettempdir(), f"{name}_quick.json")
-        args.no_md = True
-    return args
+    return common.parse_output_arguments(parser, name)
 
 
 def main() -> None:

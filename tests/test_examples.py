@@ -31,10 +31,15 @@ def _run_example(name: str, env_prefix: str, out: Path, timeout: int) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+def _assert_figures(out: Path, names) -> None:
+    """Every figure was written and is more than an empty canvas."""
+    for name in names:
+        assert (out / name).stat().st_size > 10_000, name
+
+
 def test_gw_population_notebook_runs_and_recovers_the_rates(tmp_path):
     _run_example("gw_population", "GW", tmp_path, timeout=1200)
-    for name in FIGURES:
-        assert (tmp_path / name).stat().st_size > 10_000, name
+    _assert_figures(tmp_path, FIGURES)
     summary = json.loads((tmp_path / "recovery.json").read_text())
     rows = {r["param"]: r for r in summary["recovery"]}
     assert set(rows) == {"log10_rate_bbh", "log10_rate_nsbh", "lamb"}
@@ -50,14 +55,16 @@ def test_gw_population_notebook_runs_and_recovers_the_rates(tmp_path):
 def test_rerandomization_notebook_runs_on_nsw_and_thornton(tmp_path):
     pytest.importorskip("causaldata")
     _run_example("rerandomization", "RR", tmp_path, timeout=900)
-    for name in (
-        "nsw_balance.png",
-        "nsw_test.png",
-        "design.png",
-        "nsw_rerandomized.png",
-        "thornton.png",
-    ):
-        assert (tmp_path / name).stat().st_size > 10_000, name
+    _assert_figures(
+        tmp_path,
+        (
+            "nsw_balance.png",
+            "nsw_test.png",
+            "design.png",
+            "nsw_rerandomized.png",
+            "thornton.png",
+        ),
+    )
     s = json.loads((tmp_path / "summary.json").read_text())
     nsw = s["nsw"]
     assert nsw["estimate"] == pytest.approx(
@@ -78,15 +85,17 @@ def test_mri_notebook_runs_on_the_real_slice(tmp_path):
     if not _job.default_slice().exists():
         pytest.skip("../shared/data/mri not present")
     _run_example("mri_reconstruction", "MRI", tmp_path, timeout=900)
-    for name in (
-        "acquisition.png",
-        "cs_convergence.png",
-        "training.png",
-        "reconstructions.png",
-        "zoom.png",
-        "training_batch.png",
-    ):
-        assert (tmp_path / name).stat().st_size > 10_000, name
+    _assert_figures(
+        tmp_path,
+        (
+            "acquisition.png",
+            "cs_convergence.png",
+            "training.png",
+            "reconstructions.png",
+            "zoom.png",
+            "training_batch.png",
+        ),
+    )
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["adjoint_relative_error"] < 1e-5
     first, last = s["cs"]["objective"]
@@ -119,8 +128,7 @@ def test_pta_notebook_runs_and_matches_quadrature(tmp_path):
     if not (Path(__file__).resolve().parents[2] / "shared" / "data" / "pta").is_dir():
         pytest.skip("../shared/data/pta not present")
     _run_example("pta_model_comparison", "PTA", tmp_path, timeout=1800)
-    for name in ("free_spectra.png", "spectra_epta_dr2new.png", "curn_posterior.png"):
-        assert (tmp_path / name).stat().st_size > 10_000, name
+    _assert_figures(tmp_path, ("free_spectra.png", "spectra_epta_dr2new.png", "curn_posterior.png"))
     summary = json.loads((tmp_path / "summary.json").read_text())
     err = summary["smbhb_log_z_err"]
     assert abs(summary["smbhb_log_z_flow"] - summary["smbhb_log_z_grid"]) < 3 * err + 2e-3
