@@ -3,7 +3,13 @@
 Public API. Everything not re-exported here is private.
 """
 
-from . import _select as select  # noqa: F401  (the selector namespace: ja.select.path(...))
+from . import _select as select, runtime as runtime  # noqa: F401  (namespaces: ja.select, ja.runtime)
+from ._errors import (
+    CheckpointError as CheckpointError,
+    ConfigError as ConfigError,
+    Error as Error,
+    InputError as InputError,
+)
 from ._accelerate import accelerate as accelerate, qmatmul as qmatmul
 from ._arrays import (
     ActQuant as ActQuant,

@@ -1,71 +1,21 @@
 """The ``jaxaccel`` command: one entry point, subcommands registered by the packages that own them.
 
 Packages register a subcommand in pyproject.toml under ``[project.entry-points."jaxaccel.commands"]``
-as ``name = "module:main"`` where ``main(argv: list[str]) -> int``; this module imports nothing
-above the core floor.
+as ``name = "module:JOB"`` where ``JOB`` is a `jaxaccel.runtime.Job`; this module imports nothing
+above the core floor. A `jaxaccel.Error` (bad input, bad config, unusable checkpoint) is printed
+as one line and exits with status 2; ``--debug`` shows its traceback instead.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import importlib.metadata
 import sys
-import tomllib
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Literal
 
-__all__ = ["main", "common_parser", "CommonArgs", "run_job"]
+from ._errors import Error
+from .runtime import Job
 
-Size = Literal["tiny", "small", "full"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class CommonArgs:
-    """Options every job takes."""
-
-    out: Path
-    config: dict[str, Any]
-    seed: int
-    size: Size
-
-
-def common_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser with ``--out``, ``--config``, ``--seed`` and ``--size``."""
-    p = argparse.ArgumentParser(prog=f"jaxaccel {prog}", description=description)
-    p.add_argument("--out", type=Path, default=Path("out") / prog, help="results folder")
-    p.add_argument("--config", type=Path, default=None, help="TOML file overriding defaults")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed")
-    p.add_argument(
-        "--size",
-        choices=["tiny", "small", "full"],
-        default="small",
-        help="tiny: < 1 min on 2 CPU cores (tests); small: a few minutes; full: real size",
-    )
-    return p
-
-
-def parse_common(ns: argparse.Namespace) -> CommonArgs:
-    """Turn parsed options into `CommonArgs`, reading the TOML config if given."""
-    config: dict[str, Any] = {}
-    if ns.config is not None:
-        if not ns.config.exists():
-            raise SystemExit(f"--config: file {ns.config} does not exist")
-        with open(ns.config, "rb") as f:
-            try:
-                config = tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
-                raise SystemExit(f"--config: {ns.config} is not valid TOML: {e}") from None
-    ns.out.mkdir(parents=True, exist_ok=True)
-    return CommonArgs(out=ns.out, config=config, seed=ns.seed, size=ns.size)
-
-
-def run_job(prog: str, description: str, run, argv: Sequence[str] | None = None) -> int:
-    """The ``main`` of a job: parse the common options and call ``run(size, seed, out, config)``."""
-    args = parse_common(common_parser(prog, description).parse_args(argv))
-    run(args.size, args.seed, args.out, args.config)
-    return 0
+__all__ = ["main"]
 
 
 def _commands() -> dict[str, importlib.metadata.EntryPoint]:
@@ -73,19 +23,40 @@ def _commands() -> dict[str, importlib.metadata.EntryPoint]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch ``jaxaccel <command> [options]``."""
+    """Dispatch ``jaxaccel <command> [options]``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
     commands = _commands()
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: jaxaccel <command> [options]\n\ncommands:")
+        print("usage: jaxaccel <command> [options]   (jaxaccel <command> --help for its options)")
+        print("\ncommands:")
         for name in sorted(commands):
             print(f"  {name}")
         return 0
+    if argv[0] == "--debug":
+        argv = argv[1:]
     name, rest = argv[0], argv[1:]
     if name not in commands:
-        print(f"jaxaccel: unknown command {name!r}; known: {', '.join(sorted(commands))}")
+        print(
+            f"jaxaccel: unknown command {name!r}; known: {', '.join(sorted(commands))}",
+            file=sys.stderr,
+        )
         return 2
-    return int(commands[name].load()(rest) or 0)
+    job = commands[name].load()
+    if not isinstance(job, Job):
+        raise TypeError(f"entry point {name!r} names {job!r}, not a jaxaccel.runtime.Job")
+    if debug and "--debug" not in rest:
+        rest = [*rest, "--debug"]
+    try:
+        return int(job.main(rest) or 0)
+    except Error as e:
+        if debug:
+            raise
+        print(f"jaxaccel {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\njaxaccel {name}: interrupted (a rerun with the same --out resumes)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
