@@ -1,15 +1,9 @@
-"""jaxaccel: model transforms (quantize, ...) over accelerated array values, for JAX.
+"""jaxaccel: model transforms (quantize, cache, ...) over accelerated array values, for JAX.
 
 Public API. Everything not re-exported here is private.
 """
 
 from . import _select as select, runtime as runtime  # noqa: F401  (namespaces: ja.select, ja.runtime)
-from ._errors import (
-    CheckpointError as CheckpointError,
-    ConfigError as ConfigError,
-    Error as Error,
-    InputError as InputError,
-)
 from ._accelerate import accelerate as accelerate, qmatmul as qmatmul
 from ._arrays import (
     ActQuant as ActQuant,
@@ -25,6 +19,22 @@ from ._cache import (
     KVCache as KVCache,
     KVCacheConfig as KVCacheConfig,
     cache as cache,
+)
+from ._engine import (
+    Described as Described,
+    LeafStats as LeafStats,
+    Recipe as Recipe,
+    Transform as Transform,
+    describe as describe,
+    describe_leaves as describe_leaves,
+    map_leaves as map_leaves,
+    transform as transform,
+)
+from ._errors import (
+    CheckpointError as CheckpointError,
+    ConfigError as ConfigError,
+    Error as Error,
+    InputError as InputError,
 )
 from ._explain import explain as explain
 from ._formats import (
@@ -47,9 +57,8 @@ from ._quantize import (
     GPTQ as GPTQ,
     RTN as RTN,
     MergeQuant as MergeQuant,
-    Recipe as Recipe,
+    QuantRecipe as QuantRecipe,
     SmoothQuant as SmoothQuant,
-    describe_leaves as describe_leaves,
     quantize as quantize,
 )
 

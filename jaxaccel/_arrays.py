@@ -23,6 +23,7 @@ from jaxtyping import Array, Float, Shaped
 
 from pallas_kernels import pack_nibbles, unpack_nibbles
 
+from ._errors import InputError
 from ._formats import (
     BlockParams,
     Format,
@@ -166,11 +167,11 @@ class QTensor(quax.ArrayValue):
 def _check_float(w: Any, where: str) -> None:
     dt = jnp.dtype(getattr(w, "dtype", None) or np.asarray(w).dtype)
     if jnp.issubdtype(dt, jnp.complexfloating):
-        raise TypeError(
+        raise InputError(
             f"{where}: cannot quantize a complex array (dtype {dt}); split it into real parts"
         )
     if not jnp.issubdtype(dt, jnp.floating):
-        raise TypeError(
+        raise InputError(
             f"{where}: can only quantize floating-point arrays, got dtype {dt}; "
             "exclude this leaf from the selection"
         )
@@ -207,18 +208,20 @@ def quantize_array(
     _check_float(w, where)
     w = jnp.asarray(w)
     if w.ndim < 2:
-        raise ValueError(
+        raise InputError(
             f"{where}: only matrices and higher-rank kernels can be quantized, got shape {w.shape}"
         )
+    if w.size == 0:
+        raise InputError(f"{where}: cannot quantize an empty array (shape {w.shape})")
     if not isinstance(w, jax.core.Tracer) and not bool(jnp.isfinite(w).all()):
         bad = int(jnp.size(w) - jnp.isfinite(w).sum())
-        raise ValueError(f"{where}: weight has {bad} NaN/inf entries; refusing to quantize it")
+        raise InputError(f"{where}: weight has {bad} NaN/inf entries; refusing to quantize it")
     if contract_axes is None:
         contract_axes = (0,) if w.ndim == 2 else tuple(range(w.ndim - 1))
     contract_axes = tuple(a % w.ndim for a in contract_axes)
     out_axes = tuple(a for a in range(w.ndim) if a not in contract_axes)
     if not out_axes or not contract_axes:
-        raise ValueError(
+        raise InputError(
             f"{where}: contract_axes {contract_axes} must leave at least one output axis"
         )
     k = math.prod(w.shape[a] for a in contract_axes)
@@ -228,7 +231,7 @@ def quantize_array(
     if fmt.fixed_block is not None:
         gk = fmt.fixed_block
         if k % gk:
-            raise ValueError(
+            raise InputError(
                 f"{where}: {describe(fmt)} needs the contraction axis to be a multiple of its "
                 f"block of {gk}, got length {k}"
             )

@@ -27,6 +27,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from ._arrays import ScaledTensor
+from ._errors import InputError
 
 __all__ = ["KVCacheConfig", "KVCache", "AbstractCacheable", "CachedModel", "cache"]
 
@@ -48,9 +49,9 @@ class KVCacheConfig:
 
     def __post_init__(self):
         if not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"KVCacheConfig.size must be a positive int, got {self.size!r}")
+            raise InputError(f"KVCacheConfig.size must be a positive int, got {self.size!r}")
         if self.storage not in ("float32", "bfloat16", "int8", "fp8"):
-            raise ValueError(
+            raise InputError(
                 f"KVCacheConfig.storage must be one of float32, bfloat16, int8, fp8; got {self.storage!r}"
             )
 
@@ -221,10 +222,10 @@ def cache(model: Any, config: Any) -> CachedModel:
         >>> logits, kv = eqx.filter_jit(cm.step)(kv, prompt_tokens)
     """
     if not isinstance(model, AbstractCacheable):
-        raise TypeError(
+        raise InputError(
             f"model: cache needs a model implementing jaxaccel.AbstractCacheable (kv_layout and "
             f"forward with a KVCache), got {type(model).__name__}"
         )
     if not isinstance(config, KVCacheConfig):
-        raise TypeError(f"config: expected a KVCacheConfig, got {config!r}")
+        raise InputError(f"config: expected a KVCacheConfig, got {config!r}")
     return CachedModel(model, config)

@@ -55,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jaxaccel {name}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\njaxaccel {name}: interrupted (a rerun with the same --out resumes)", file=sys.stderr)
+        print(
+            f"\njaxaccel {name}: interrupted (a rerun with the same --out resumes)", file=sys.stderr
+        )
         return 130
 
 

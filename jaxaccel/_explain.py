@@ -15,8 +15,8 @@ import numpy as np
 import pallas_kernels as pk
 
 from ._arrays import QTensor
+from ._engine import describe as describe_model
 from ._formats import describe
-from ._quantize import _describe
 
 __all__ = ["explain", "Explanation", "LayerReport", "DeviceSpec"]
 
@@ -168,7 +168,7 @@ def explain(
         shape = np.shape(batch)
         m = int(math.prod(shape[:-1])) if len(shape) > 1 else 1
     spec = DeviceSpec.detect()
-    _, _, infos, _ = _describe(model)
+    infos = describe_model(model).infos
     reports = []
     timings: dict[Any, tuple[float, float]] = {}
     total = total_f = 0

@@ -39,6 +39,8 @@ from pallas_kernels import (
     encode_e8m0,
 )
 
+from ._errors import InputError
+
 __all__ = [
     "Format",
     "Int8",
@@ -101,11 +103,11 @@ class Group(Granularity):
 
     def __post_init__(self):
         if not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"Group.size must be a positive int, got {self.size!r}")
+            raise InputError(f"Group.size must be a positive int, got {self.size!r}")
 
     def group_rows(self, k: int, *, where: str) -> int:
         if k % self.size:
-            raise ValueError(
+            raise InputError(
                 f"{where}: group size {self.size} does not divide the contraction axis of length "
                 f"{k}; pick a divisor of {k} or use AdaptiveGroup({self.size}) to fall back to a "
                 "coarser group automatically"
@@ -316,7 +318,7 @@ class FP8(Format):
 
     def __post_init__(self):
         if self.variant not in ("e4m3", "e5m2"):
-            raise ValueError(f"FP8.variant must be 'e4m3' or 'e5m2', got {self.variant!r}")
+            raise InputError(f"FP8.variant must be 'e4m3' or 'e5m2', got {self.variant!r}")
 
     @property
     def element_code(self) -> ElementCode:

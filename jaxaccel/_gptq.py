@@ -28,6 +28,8 @@ import jax.scipy.linalg as jsl
 from jax import lax
 from jaxtyping import Array, Float, PyTree
 
+from ._errors import InputError
+
 __all__ = ["gptq"]
 
 P = TypeVar("P")
@@ -125,18 +127,18 @@ def gptq(
     Jittable with ``group_size``, ``fit``, ``fake``, ``block_size`` and ``act_order`` static.
     """
     if w.ndim != 2:
-        raise ValueError(f"w must be 2-D [K, N], got shape {w.shape}")
+        raise InputError(f"w must be 2-D [K, N], got shape {w.shape}")
     k, n = w.shape
     if hessian.shape != (k, k):
-        raise ValueError(
+        raise InputError(
             f"hessian must have shape (K, K) = {(k, k)} to match w, got {hessian.shape}"
         )
     if not isinstance(group_size, int) or group_size < 1 or k % group_size != 0:
-        raise ValueError(f"group_size must be a positive divisor of K={k}, got {group_size!r}")
+        raise InputError(f"group_size must be a positive divisor of K={k}, got {group_size!r}")
     if not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+        raise InputError(f"block_size must be a positive int, got {block_size!r}")
     if isinstance(damp, int | float) and damp < 0:
-        raise ValueError(f"damp must be >= 0, got {damp}")
+        raise InputError(f"damp must be >= 0, got {damp}")
 
     g = group_size
     n_groups = k // g

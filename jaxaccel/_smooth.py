@@ -20,6 +20,8 @@ All functions are pure, format agnostic and jittable.
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._errors import InputError
+
 __all__ = ["apply_smoothing", "fold_act_scale", "smoothquant_factors", "static_act_scale"]
 
 
@@ -57,12 +59,12 @@ def smoothquant_factors(
         divide the activation by ``s`` (typically folded into the preceding norm/linear).
     """
     if act_absmax.ndim != 1 or w.ndim != 2 or act_absmax.shape[0] != w.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"act_absmax must have shape (K,) matching w's first axis, got act_absmax "
             f"{act_absmax.shape} and w {w.shape}"
         )
     if isinstance(alpha, int | float) and not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
     dtype = act_absmax.dtype
     a = jnp.abs(act_absmax)
     w_max = jnp.maximum(jnp.max(jnp.abs(w), axis=1).astype(dtype), eps)
@@ -86,7 +88,7 @@ def apply_smoothing(w: Float[Array, "K N"], s: Float[Array, " K"]) -> Float[Arra
         ``w * s[:, None]`` in ``w``'s dtype.
     """
     if s.shape != (w.shape[0],):
-        raise ValueError(f"s must have shape (K,) = {(w.shape[0],)}, got {s.shape}")
+        raise InputError(f"s must have shape (K,) = {(w.shape[0],)}, got {s.shape}")
     return w * s.astype(w.dtype)[:, None]
 
 
@@ -105,7 +107,7 @@ def static_act_scale(act_absmax: Float[Array, " K"], *, bits: int = 8) -> Float[
         ``[K]`` positive scales in ``act_absmax``'s dtype.
     """
     if not isinstance(bits, int) or bits < 2:
-        raise ValueError(f"bits must be an int >= 2, got {bits!r}")
+        raise InputError(f"bits must be an int >= 2, got {bits!r}")
     qmax = float(2 ** (bits - 1) - 1)
     a = jnp.abs(act_absmax)
     scale = a / qmax
@@ -133,5 +135,5 @@ def fold_act_scale(w: Float[Array, "K N"], act_scale: Float[Array, " K"]) -> Flo
         ``w * act_scale[:, None]`` in ``w``'s dtype.
     """
     if act_scale.shape != (w.shape[0],):
-        raise ValueError(f"act_scale must have shape (K,) = {(w.shape[0],)}, got {act_scale.shape}")
+        raise InputError(f"act_scale must have shape (K,) = {(w.shape[0],)}, got {act_scale.shape}")
     return w * act_scale.astype(w.dtype)[:, None]

@@ -12,7 +12,11 @@ from .._errors import (
     Error as Error,
     InputError as InputError,
 )
-from ._checkpoint import Checkpointer as Checkpointer, Restored as Restored, fingerprint as fingerprint
+from ._checkpoint import (
+    Checkpointer as Checkpointer,
+    Restored as Restored,
+    fingerprint as fingerprint,
+)
 from ._config import (
     Range as Range,
     check_value as check_value,

@@ -185,7 +185,10 @@ def _convert(key: str, base: Any, value: Any, tp: Any) -> Any:
             return tuple(check_value(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
         if len(value) != len(args):
             raise _fail(key, tp, value, f" ({len(value)} values)")
-        return tuple(check_value(f"{key}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            check_value(f"{key}[{i}]", a, v)
+            for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise _fail(key, tp, value)

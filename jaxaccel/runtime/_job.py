@@ -64,7 +64,9 @@ def _flag_type(tp: Any) -> tuple[dict[str, Any], Callable[[Any], Any]]:
     if origin is tuple:
         inner = args[0] if args else str
         conv = _flag_type(inner)[1] if inner is not str else (lambda s: s)
-        return {"metavar": "A,B,..."}, lambda s: [conv(x.strip()) for x in s.split(",") if x.strip()]
+        return {"metavar": "A,B,..."}, lambda s: [
+            conv(x.strip()) for x in s.split(",") if x.strip()
+        ]
 
     def scalar(s: str, base=base):
         if base is int:
@@ -247,7 +249,9 @@ class Job:
         if ns.seed < 0:
             raise ConfigError(f"expected a non-negative integer, got {ns.seed}", key="--seed")
         prepare_out(ns.out)
-        self.run(cfg, key=jax.random.key(ns.seed), out=ns.out, progress=not ns.no_progress, echo=True)
+        self.run(
+            cfg, key=jax.random.key(ns.seed), out=ns.out, progress=not ns.no_progress, echo=True
+        )
         return 0
 
 
@@ -260,4 +264,6 @@ def _check_key(key: Any) -> jax.Array:
         return key
     if key.shape == (2,) and key.dtype == jax.numpy.uint32:
         return jax.random.wrap_key_data(key)
-    raise InputError(f"key: expected a JAX PRNG key (jax.random.key(seed)), got {key.dtype}{key.shape}")
+    raise InputError(
+        f"key: expected a JAX PRNG key (jax.random.key(seed)), got {key.dtype}{key.shape}"
+    )
