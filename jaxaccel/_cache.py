@@ -206,12 +206,19 @@ class CachedModel(eqx.Module):
         return logits, kv.advance(t)
 
 
-def cache(model: Any, config: Any) -> CachedModel:
+def cache(
+    model: Any, recipe: KVCacheConfig, *, data: Any = None, key: jax.Array | None = None
+) -> CachedModel:
     """Return a cached version of ``model``: same weights, decoding against a static KV cache.
+
+    The same signature as every one-shot transform (``transform(model, recipe, *, data=None,
+    key=None)``); the result's ``step`` threads the cache as explicit state.
 
     Args:
         model: a model implementing `AbstractCacheable` (e.g. ``transformers_jax.Decoder``).
-        config: cache size and storage (float, bfloat16, int8 or fp8).
+        recipe: a `KVCacheConfig`: cache size and storage (float, bfloat16, int8 or fp8).
+        data: unused (the cache needs no calibration); must be None.
+        key: unused (nothing random); accepted for the uniform signature.
 
     Returns:
         A `CachedModel` with ``init(batch)`` and ``step(cache, tokens)``.
@@ -221,11 +228,14 @@ def cache(model: Any, config: Any) -> CachedModel:
         >>> kv = cm.init(batch=1)
         >>> logits, kv = eqx.filter_jit(cm.step)(kv, prompt_tokens)
     """
+    del key
     if not isinstance(model, AbstractCacheable):
         raise InputError(
             f"model: cache needs a model implementing jaxaccel.AbstractCacheable (kv_layout and "
             f"forward with a KVCache), got {type(model).__name__}"
         )
-    if not isinstance(config, KVCacheConfig):
-        raise InputError(f"config: expected a KVCacheConfig, got {config!r}")
-    return CachedModel(model, config)
+    if not isinstance(recipe, KVCacheConfig):
+        raise InputError(f"recipe: expected a KVCacheConfig, got {recipe!r}")
+    if data is not None:
+        raise InputError("data: the KV cache uses no calibration data; pass data=None")
+    return CachedModel(model, recipe)

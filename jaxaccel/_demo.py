@@ -3,26 +3,20 @@ print bytes, output error against float32, and speed on this device."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from typing import Any
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from . import _cli
+from . import runtime
 from ._accelerate import accelerate
 from ._arrays import ActQuant
 from ._explain import _median_time, explain
 from ._formats import FP8, MXFP4, NF4, NVFP4, Group, Int4, Int8
-from ._quantize import GPTQ, RTN, MergeQuant, Recipe, SmoothQuant, quantize
-
-_SIZES = {  # d_model, blocks, tokens per call, calibration tokens
-    "tiny": (128, 1, 8, 512),
-    "small": (1024, 2, 32, 2048),
-    "full": (4096, 2, 32, 4096),
-}
+from ._quantize import GPTQ, RTN, MergeQuant, QuantRecipe, SmoothQuant, quantize
 
 
 class Block(eqx.Module):
@@ -56,7 +50,7 @@ def make_inputs(key: jax.Array, tokens: int, d: int, outliers: jax.Array) -> jax
     return x.at[:, outliers].multiply(jnp.float32(20.0))
 
 
-def recipes() -> dict[str, Recipe]:
+def recipes() -> dict[str, QuantRecipe]:
     """The recipes compared by the demo."""
     return {
         "int8 weight-only": RTN(fmt=Int8()),
@@ -72,81 +66,119 @@ def recipes() -> dict[str, Recipe]:
     }
 
 
-def run(size: str, seed: int, out: Any = None, only: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the demo; returns the summary (also written to ``out/summary.json`` when given)."""
-    d, nblocks, tokens, ncal = _SIZES[size]
-    key = jax.random.key(seed)
+RecipeName = Literal[
+    "int8 weight-only",
+    "int4 g128",
+    "nf4 g64",
+    "fp8 e4m3",
+    "mxfp4",
+    "nvfp4",
+    "gptq int4 g128",
+    "w8a8 dynamic",
+    "w8a8 smoothquant",
+    "w8a8 mergequant",
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    """Keys of ``jaxaccel quantize-demo`` (defaults: the ``small`` size).
+
+    Attributes:
+        d_model: width of the MLP blocks (a multiple of 128, for the grouped formats).
+        blocks: number of MLP blocks.
+        tokens: tokens per timed call.
+        calibration_tokens: tokens of calibration data (4 batches).
+        recipes: the subset of recipes to compare (default: all).
+        reps: timed repetitions (median reported).
+    """
+
+    d_model: Annotated[int, runtime.Range(ge=128)] = 1024
+    blocks: Annotated[int, runtime.Range(ge=1)] = 2
+    tokens: Annotated[int, runtime.Range(ge=1)] = 32
+    calibration_tokens: Annotated[int, runtime.Range(ge=4)] = 2048
+    recipes: tuple[RecipeName, ...] | None = None
+    reps: Annotated[int, runtime.Range(ge=1)] = 20
+
+    def __post_init__(self):
+        if self.d_model % 128:
+            raise runtime.ConfigError(
+                f"expected a multiple of 128 (the int4 g128 groups), got {self.d_model}",
+                key="d_model",
+            )
+
+
+def _science(cfg: DemoConfig, *, key: jax.Array, out: Path, progress: bool) -> runtime.Summary:
+    d, tokens = cfg.d_model, cfg.tokens
     kb, kc, kx, ko = jax.random.split(key, 4)
-    model = MLPModel(tuple(Block(d, key=k) for k in jax.random.split(kb, nblocks)))
+    model = MLPModel(tuple(Block(d, key=k) for k in jax.random.split(kb, cfg.blocks)))
     outliers = jax.random.choice(ko, d, (max(d // 64, 2),), replace=False)
-    calib = [make_inputs(k, ncal // 4, d, outliers) for k in jax.random.split(kc, 4)]
+    calib = [
+        make_inputs(k, cfg.calibration_tokens // 4, d, outliers) for k in jax.random.split(kc, 4)
+    ]
     x = make_inputs(kx, tokens, d, outliers)
     apply = lambda m, b: jax.vmap(m)(b)
     run_fn = jax.jit(accelerate(apply))
     ref = apply(model, x)
-    reps = 5 if size == "tiny" else 20
-    fp32_ms = _median_time(jax.jit(apply), model, x, reps=reps) * 1e3
+    fp32_ms = _median_time(jax.jit(apply), model, x, reps=cfg.reps) * 1e3
     fbytes = sum(leaf.nbytes for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array)))
     rows = [
         dict(
             recipe="fp32", bytes=int(fbytes), ratio_bytes=1.0, rel_err=0.0, ms=fp32_ms, speedup=1.0
         )
     ]
-    print(
-        f"quantize-demo: {nblocks} MLP block(s), d={d}, {tokens} tokens per call, device {jax.devices()[0]}"
-    )
+    chosen = {n: r for n, r in recipes().items() if not cfg.recipes or n in cfg.recipes}
+    with runtime.Progress(len(chosen), "quantize-demo", unit="recipe", enabled=progress) as bar:
+        for name, recipe in chosen.items():
+            data = calib if recipe.calibration is not None else None
+            qm = quantize(model, recipe, data=data, apply=apply)
+            y = run_fn(qm, x)
+            err = float(jnp.linalg.norm(y - ref) / jnp.linalg.norm(ref))
+            ms = _median_time(run_fn, qm, x, reps=cfg.reps) * 1e3
+            rep = explain(qm, batch=tokens, measure=False)
+            rows.append(
+                dict(
+                    recipe=name,
+                    bytes=rep.total_bytes,
+                    ratio_bytes=fbytes / rep.total_bytes,
+                    rel_err=err,
+                    ms=ms,
+                    speedup=fp32_ms / ms,
+                    kernels=sorted({r.kernel for r in rep.layers}),
+                )
+            )
+            bar.update(1)
     header = f"{'recipe':<18} {'bytes':>11} {'smaller':>8} {'rel.err':>9} {'ms':>9} {'vs fp32':>8}"
-    print(header)
-    print("-" * len(header))
-    print(f"{'fp32':<18} {fbytes:>11} {1.0:>7.2f}x {0.0:>9.2e} {fp32_ms:>9.3f} {1.0:>7.2f}x")
-    for name, recipe in recipes().items():
-        if only and name not in only:
-            continue
-        qm = quantize(model, recipe, data=calib if recipe.needs_data else None, apply=apply)
-        y = run_fn(qm, x)
-        err = float(jnp.linalg.norm(y - ref) / jnp.linalg.norm(ref))
-        ms = _median_time(run_fn, qm, x, reps=reps) * 1e3
-        rep = explain(qm, batch=tokens, measure=False)
-        row = dict(
-            recipe=name,
-            bytes=rep.total_bytes,
-            ratio_bytes=fbytes / rep.total_bytes,
-            rel_err=err,
-            ms=ms,
-            speedup=fp32_ms / ms,
-            kernels=sorted({r.kernel for r in rep.layers}),
+    lines = [
+        f"quantize-demo: {cfg.blocks} MLP block(s), d={d}, {tokens} tokens per call, "
+        f"device {jax.devices()[0]}",
+        header,
+        "-" * len(header),
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['recipe']:<18} {r['bytes']:>11} {r['ratio_bytes']:>7.2f}x {r['rel_err']:>9.2e} "
+            f"{r['ms']:>9.3f} {r['speedup']:>7.2f}x"
         )
-        rows.append(row)
-        print(
-            f"{name:<18} {row['bytes']:>11} {row['ratio_bytes']:>7.2f}x {err:>9.2e} {ms:>9.3f} "
-            f"{row['speedup']:>7.2f}x"
-        )
-    summary = dict(
+    return runtime.Summary(
         job="quantize-demo",
-        size=size,
-        seed=seed,
-        device=str(jax.devices()[0]),
-        d_model=d,
-        blocks=nblocks,
-        tokens=tokens,
-        rows=rows,
+        results=dict(d_model=d, blocks=cfg.blocks, tokens=tokens, rows=rows),
+        table="\n".join(lines),
     )
-    if out is not None:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"wrote {out / 'summary.json'}")
-    return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point of ``jaxaccel quantize-demo``."""
-    p = _cli.common_parser("quantize-demo", __doc__ or "")
-    p.add_argument("--recipes", nargs="*", default=None, help=f"subset of {list(recipes())}")
-    ns = p.parse_args(argv)
-    args = _cli.parse_common(ns)
-    if ns.recipes:
-        unknown = sorted(set(ns.recipes) - set(recipes()))
-        if unknown:
-            p.error(f"--recipes: unknown recipe(s) {unknown}; known: {list(recipes())}")
-    size = args.config.get("size", args.size)
-    run(size, args.seed, args.out, only=ns.recipes)
-    return 0
+JOB = runtime.Job(
+    name="quantize-demo",
+    description=__doc__ or "",
+    config=DemoConfig,
+    science=_science,
+    sizes={
+        "tiny": dict(d_model=128, blocks=1, tokens=8, calibration_tokens=512, reps=5),
+        "full": dict(d_model=4096, blocks=2, tokens=32, calibration_tokens=4096),
+    },
+    options=(
+        runtime.Option(
+            flag="--recipes", key="recipes", help="comma-separated subset, e.g. 'int4 g128,mxfp4'"
+        ),
+    ),
+)

@@ -16,6 +16,7 @@ import pallas_kernels as pk
 
 from ._arrays import QTensor
 from ._engine import describe as describe_model
+from ._errors import InputError
 from ._formats import describe
 
 __all__ = ["explain", "Explanation", "LayerReport", "DeviceSpec"]
@@ -124,6 +125,10 @@ class Explanation:
             f"total: {self.total_bytes} bytes vs {self.total_float_bytes} float "
             f"({self.compression:.2f}x smaller)"
         )
+        if not self.layers:
+            lines.insert(
+                2, "(no quantized leaf: this model holds float weights only; run jaxaccel.quantize)"
+            )
         warns = [f"warning: {r.path}: {r.warning}" for r in self.layers if r.warning]
         return "\n".join(lines + sorted(set(warns)))
 
@@ -162,6 +167,10 @@ def explain(
         An `Explanation`; print it for a table. Layers measured slower than float32 carry a
         plain warning.
     """
+    if isinstance(batch, bool) or isinstance(batch, int) and batch < 1:
+        raise InputError(
+            f"batch: expected a positive number of tokens or an example input, got {batch!r}"
+        )
     if isinstance(batch, int):
         m = batch
     else:

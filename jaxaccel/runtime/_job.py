@@ -60,7 +60,9 @@ def _flag_type(tp: Any) -> tuple[dict[str, Any], Callable[[Any], Any]]:
     if base is bool:
         return {"action": "store_true", "default": None}, lambda v: v
     if origin is Literal:
-        return {"choices": [str(a) for a in args]}, lambda s: next(a for a in args if str(a) == s)
+        return {"choices": [str(a) for a in args]}, lambda s: next(
+            (a for a in args if str(a) == s), s
+        )
     if origin is tuple:
         inner = args[0] if args else str
         conv = _flag_type(inner)[1] if inner is not str else (lambda s: s)
@@ -243,8 +245,10 @@ class Job:
         try:
             cfg = self.load(size=ns.size, config=ns.config, overrides=flags, source="command line")
         except ConfigError as e:
-            if e.source == "command line" and e.key in flag_of:
-                raise ConfigError(e.detail, key=flag_of[e.key]) from None
+            top = (e.key or "").split(".")[0].split("[")[0]
+            if e.source == "command line" and top in flag_of:
+                key = flag_of[top] + (e.key or "")[len(top) :]
+                raise ConfigError(e.detail, key=key) from None
             raise
         if ns.seed < 0:
             raise ConfigError(f"expected a non-negative integer, got {ns.seed}", key="--seed")
