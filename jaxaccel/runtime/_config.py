@@ -33,10 +33,10 @@ class Range:
         >>> steps: Annotated[int, Range(ge=1)] = 1000
     """
 
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
+    ge: int | float | None = None
+    gt: int | float | None = None
+    le: int | float | None = None
+    lt: int | float | None = None
     length: bool = False
 
     def describe(self) -> str:
