@@ -47,7 +47,7 @@ class Range:
         ]
         return " and ".join(parts)
 
-    def holds(self, x: float) -> bool:
+    def holds(self, x: int | float) -> bool:
         return not (
             (self.ge is not None and x < self.ge)
             or (self.gt is not None and x <= self.gt)

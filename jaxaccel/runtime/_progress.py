@@ -125,7 +125,7 @@ class Progress:
         """`phase` "compiling…": wrap the first call of a jitted function."""
         return self.phase("compiling…")
 
-    def update(self, n: int = 1, **postfix: float) -> None:
+    def update(self, n: int = 1, **postfix: Any) -> None:
         """Advance by ``n`` units and show ``postfix`` values (e.g. ``loss=0.12``)."""
         if self._bar is None:
             return
@@ -135,7 +135,7 @@ class Progress:
             self._show()
             self._bar.update(n)
 
-    def set(self, n: int, **postfix: float) -> None:
+    def set(self, n: int, **postfix: Any) -> None:
         """Move the bar to ``n`` units done (monotone: never moves back)."""
         if self._bar is None:
             return
