@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 import jax
 import jax.numpy as jnp
@@ -232,6 +232,10 @@ class Format(abc.ABC):
             out = out * p.tensor_scale
         return out
 
+    @abc.abstractmethod
+    def error_bound(self, w: Float[Array, "K N"], p: BlockParams) -> Float[Array, "K N"]:
+        """Per-element bound on ``|w - decode(encode(w, p), p)|`` (see the module docstring)."""
+
     def fake_quant(self, w: Float[Array, "K N"], p: BlockParams) -> Float[Array, "K N"]:
         """Quantize then dequantize ``w`` with fixed block parameters (used by GPTQ)."""
         return self.decode(self.encode(w, p), p)
@@ -244,6 +248,12 @@ class Format(abc.ABC):
 
 def _absmax(b: Array) -> Array:
     return jnp.max(jnp.abs(b), axis=1)
+
+
+def _scale_grid(p: BlockParams, k: int, n: int) -> Array:
+    """The decoded block scale of every element (tensor scale included), ``[K, N]``."""
+    s = _expand(decode_scales(p.scales), k // p.scales.shape[0], n)
+    return s if p.tensor_scale is None else s * p.tensor_scale
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -289,7 +299,14 @@ class _IntFormat(Format):
         q = jnp.clip(jnp.round(w / s + z), np.float32(0), np.float32(2**self.qbits - 1))
         return q.astype(jnp.uint8)
 
+    def error_bound(self, w, p):
+        # Half a step, plus float32 rounding of w / s (+ zero) and of code * s: with a zero
+        # point |w / s + zero| can reach 2^12 + 2^b, otherwise it stays below 2^(b-1).
+        s = _scale_grid(p, *w.shape)
+        return s * np.float32(0.5 + (2.0**-9 if not self.symmetric else 2.0**-14))
 
+
+@final
 @dataclasses.dataclass(frozen=True, slots=True)
 class Int8(_IntFormat):
     """8-bit integers: symmetric (int8 codes in [-128, 127]) or asymmetric (uint8 + zero point)."""
@@ -298,6 +315,7 @@ class Int8(_IntFormat):
     code: ClassVar[ElementCode] = ElementCode.INT8
 
 
+@final
 @dataclasses.dataclass(frozen=True, slots=True)
 class Int4(_IntFormat):
     """4-bit integers packed two per byte: symmetric ([-8, 7]) or asymmetric ([0, 15] + zero)."""
@@ -306,6 +324,7 @@ class Int4(_IntFormat):
     code: ClassVar[ElementCode] = ElementCode.INT4
 
 
+@final
 @dataclasses.dataclass(frozen=True, slots=True)
 class FP8(Format):
     """fp8 with a float32 block scale mapping the block's absmax to the format's largest value.
@@ -348,7 +367,14 @@ class FP8(Format):
         y = jnp.clip(w / s, -self.max_value, self.max_value)
         return y.astype(self.dtype)
 
+    def error_bound(self, w, p):
+        m = self.mantissa_bits
+        emin = float(jnp.finfo(self.dtype).minexp)
+        s = _scale_grid(p, *w.shape)
+        return jnp.abs(w) * np.float32(2.0 ** -(m + 1)) + s * np.float32(2.0 ** (emin - m - 1))
 
+
+@final
 @dataclasses.dataclass(frozen=True, slots=True)
 class NF4(Format):
     """4-bit NormalFloat (Dettmers et al. 2023, QLoRA): 16 normal quantiles, absmax block scale."""
@@ -363,49 +389,60 @@ class NF4(Format):
         s = _expand(p.scales, k // p.scales.shape[0], n)
         return _nearest(NF4_VALUES, w / s)
 
+    def error_bound(self, w, p):
+        return _scale_grid(p, *w.shape) * np.float32(np.max(np.diff(NF4_VALUES)) / 2)
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class FP4(Format):
-    """FP4 E2M1 codes with a float32 scale per block (absmax maps to 6)."""
+
+class _E2M1Blocks(Format):
+    """FP4 E2M1 elements with one scale per block: the shared encoder of `FP4`, `MXFP4` and
+    `NVFP4`, which differ in how they choose (and store) the block scales."""
 
     code: ClassVar[ElementCode] = ElementCode.E2M1
+
+    def encode(self, w, p):
+        return _e2m1_encode(w / _scale_grid(p, *w.shape))
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class FP4(_E2M1Blocks):
+    """FP4 E2M1 codes with a float32 scale per block (absmax maps to 6)."""
 
     def fit(self, w, gk, per_column):
         b = _blocks(w, gk, per_column)
         return BlockParams(scales=jnp.maximum(_absmax(b) / np.float32(6.0), _TINY))
 
-    def encode(self, w, p):
-        k, n = w.shape
-        s = _expand(decode_scales(p.scales), k // p.scales.shape[0], n)
-        if p.tensor_scale is not None:
-            s = s * p.tensor_scale
-        return _e2m1_encode(w / s)
+    def error_bound(self, w, p):
+        return _scale_grid(p, *w.shape) * np.float32(1.0)
 
 
+@final
 @dataclasses.dataclass(frozen=True, slots=True)
-class MXFP4(FP4):
+class MXFP4(_E2M1Blocks):
     """OCP Microscaling FP4: E2M1 elements, one E8M0 (power-of-two) scale per 32 inputs.
 
     The shared exponent is rounded *up* so the block maximum never clips (the OCP MX v1.0 spec
     rounds down and saturates; rounding up trades at most one binade of resolution for no clipping).
     """
 
-    code: ClassVar[ElementCode] = ElementCode.E2M1
     fixed_block: ClassVar[int | None] = 32
 
     def fit(self, w, gk, per_column):
         b = _blocks(w, gk, per_column)
         return BlockParams(scales=encode_e8m0(_absmax(b) / np.float32(6.0)))
 
+    def error_bound(self, w, p):
+        return _scale_grid(p, *w.shape) * np.float32(1.0)
+
 
 _E4M3_MAX = np.float32(448.0)
 
 
+@final
 @dataclasses.dataclass(frozen=True, slots=True)
-class NVFP4(FP4):
+class NVFP4(_E2M1Blocks):
     """NVIDIA NVFP4: E2M1 elements, an e4m3 scale per 16 inputs, and a float32 tensor scale."""
 
-    code: ClassVar[ElementCode] = ElementCode.E2M1
     fixed_block: ClassVar[int | None] = 16
 
     def fit(self, w, gk, per_column):
@@ -415,7 +452,13 @@ class NVFP4(FP4):
         bs = jnp.clip(amax / np.float32(6.0) / ts, np.float32(2.0**-9), _E4M3_MAX)
         return BlockParams(scales=bs.astype(jnp.float8_e4m3fn), tensor_scale=ts)
 
+    def error_bound(self, w, p):
+        # The e4m3 block scale is rounded (rel. error 2^-4), which can push |w/s| past 6 by that
+        # much before saturating: add that clipping margin.
+        return _scale_grid(p, *w.shape) * np.float32(1.0) + jnp.abs(w) * np.float32(2.0**-3)
 
+
+@final
 @dataclasses.dataclass(frozen=True, slots=True)
 class AFPQ(Format):
     """Asymmetric FP4 (Zhang et al. 2023, arXiv:2311.01792): E2M1 codes with separate scales for
@@ -435,33 +478,15 @@ class AFPQ(Format):
         s = jnp.where(w < 0, _expand(p.scales_neg, gk, n), _expand(p.scales, gk, n))
         return _e2m1_encode(w / s)
 
+    def error_bound(self, w, p):
+        k, n = w.shape
+        gk = k // p.scales.shape[0]
+        return jnp.where(w < 0, _expand(p.scales_neg, gk, n), _scale_grid(p, k, n))
+
 
 def error_bound(fmt: Format, w: Float[Array, "K N"], p: BlockParams) -> Float[Array, "K N"]:
-    """Per-element bound on ``|w - dequantize(quantize(w))|`` (see the module docstring)."""
-    k, n = w.shape
-    gk = k // p.scales.shape[0]
-    s = _expand(decode_scales(p.scales), gk, n)
-    if p.tensor_scale is not None:
-        s = s * p.tensor_scale
-    if isinstance(fmt, _IntFormat):
-        # Half a step, plus float32 rounding of w / s (+ zero) and of code * s: with a zero
-        # point |w / s + zero| can reach 2^12 + 2^b, otherwise it stays below 2^(b-1).
-        return s * np.float32(0.5 + (2.0**-9 if not fmt.symmetric else 2.0**-14))
-    if isinstance(fmt, FP8):
-        m = fmt.mantissa_bits
-        emin = float(jnp.finfo(fmt.dtype).minexp)
-        return jnp.abs(w) * np.float32(2.0 ** -(m + 1)) + s * np.float32(2.0 ** (emin - m - 1))
-    if isinstance(fmt, NF4):
-        return s * np.float32(np.max(np.diff(NF4_VALUES)) / 2)
-    if isinstance(fmt, AFPQ):
-        return jnp.where(w < 0, _expand(p.scales_neg, gk, n), s) * np.float32(1.0)
-    if isinstance(fmt, NVFP4):
-        # The e4m3 block scale is rounded (rel. error 2^-4), which can push |w/s| past 6 by that
-        # much before saturating: add that clipping margin.
-        return s * np.float32(1.0) + jnp.abs(w) * np.float32(2.0**-3)
-    if isinstance(fmt, FP4):
-        return s * np.float32(1.0)
-    raise TypeError(f"no error bound for {fmt!r}")
+    """Per-element bound on ``|w - dequantize(quantize(w))|`` (``fmt.error_bound``)."""
+    return fmt.error_bound(w, p)
 
 
 def describe(fmt: Format) -> str:
