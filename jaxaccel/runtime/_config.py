@@ -98,6 +98,8 @@ def describe_type(tp: Any) -> str:
 
 
 def _plural(text: str) -> str:
+    if text.startswith("one of "):
+        return "values, each " + text
     for art in ("an ", "a "):
         if text.startswith(art):
             word, _, rest = text[len(art) :].partition(" ")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 import types
@@ -23,8 +24,8 @@ from typing import Any, Literal
 import jax
 
 from .._errors import ConfigError, InputError
-from ._config import _strip, config_keys, load_config, read_toml
-from ._output import Summary, prepare_out, write_json
+from ._config import _strip, config_keys, describe_type, load_config, read_toml
+from ._output import Summary, prepare_out, to_json, write_json
 
 __all__ = ["Job", "Option", "SIZES"]
 
@@ -154,6 +155,21 @@ class Job:
             self.checks(cfg)
         return cfg
 
+    def describe_config(self, config: Any) -> str:
+        """``config`` as TOML lines, each with a comment saying what the key accepts."""
+        hints = typing.get_type_hints(self.config, include_extras=True)
+        lines = [f"# {self.name}: resolved config (write any of these keys in a --config TOML)"]
+        for f in dataclasses.fields(self.config):
+            if not f.init:
+                continue
+            value = to_json(getattr(config, f.name))
+            about = describe_type(hints[f.name])
+            if value is None:
+                lines.append(f"# {f.name} = (unset)    # {about}")
+            else:
+                lines.append(f"{f.name} = {_toml_value(value)}    # {about}")
+        return "\n".join(lines)
+
     # -- running -----------------------------------------------------------------------------
     def run(
         self,
@@ -225,6 +241,11 @@ class Job:
         )
         p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument(
+            "--show-config",
+            action="store_true",
+            help="print the resolved config (every key, its value and what it accepts) and exit",
+        )
         hints = typing.get_type_hints(self.config, include_extras=True)
         for o in self.options:
             kw, _ = _flag_type(hints[o.key])
@@ -250,6 +271,9 @@ class Job:
                 key = flag_of[top] + (e.key or "")[len(top) :]
                 raise ConfigError(e.detail, key=key) from None
             raise
+        if ns.show_config:
+            print(self.describe_config(cfg))
+            return 0
         if ns.seed < 0:
             raise ConfigError(f"expected a non-negative integer, got {ns.seed}", key="--seed")
         prepare_out(ns.out)
@@ -257,6 +281,18 @@ class Job:
             cfg, key=jax.random.key(ns.seed), out=ns.out, progress=not ns.no_progress, echo=True
         )
         return 0
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return repr(v)
 
 
 def _check_key(key: Any) -> jax.Array:
