@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from .._errors import InputError
@@ -73,7 +74,7 @@ def to_json(x: Any) -> Any:
         return [to_json(v) for v in x]
     if isinstance(x, Path):
         return str(x)
-    if hasattr(x, "__array__") and not isinstance(x, str | bytes):
+    if isinstance(x, np.ndarray | jax.Array):
         a = np.asarray(x)
         return to_json(a.item() if a.ndim == 0 else a.tolist())
     if isinstance(x, np.generic):
@@ -107,9 +108,10 @@ def figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Any, Any]:
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> Path:
     """Save ``fig`` (a `matplotlib.figure.Figure`) to ``path`` with the Agg renderer."""
+    from matplotlib.backend_bases import FigureCanvasBase
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    if fig.canvas is None or type(fig.canvas).__name__ == "FigureCanvasBase":
+    if type(fig.canvas) is FigureCanvasBase:  # a Figure made without pyplot: draw with Agg
         FigureCanvasAgg(fig)
     path = Path(path)
     fig.savefig(path, dpi=dpi)
