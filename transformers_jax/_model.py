@@ -12,7 +12,7 @@ Weights use torch/HF layouts (``[out, in]`` linear weights) so checkpoints map o
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import equinox as eqx
@@ -22,10 +22,13 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int
 
+import jaxaccel
 import pallas_kernels as pk
 from jaxaccel import AbstractCacheable, KVCache
 
 from ._config import DecoderConfig
+from ._errors import MissingTensorError
+from ._host import aligned_empty, as_stacked, shareable
 
 __all__ = ["Decoder", "init_decoder", "from_hf_state_dict", "to_hf_state_dict"]
 
@@ -301,54 +304,111 @@ _LAYER_PARAMS = {
 }
 
 
+def _skeleton(config: DecoderConfig, attention_backend: str) -> Decoder:
+    """The decoder's structure with `jax.ShapeDtypeStruct` leaves: `init_decoder` traced by
+    `eqx.filter_eval_shape`, so nothing is drawn, allocated or compiled."""
+    return eqx.filter_eval_shape(
+        lambda: init_decoder(
+            config,
+            key=jax.random.key(0),  # shapes only: no value is ever drawn from it
+            attention_backend=attention_backend,
+        )
+    )
+
+
 def from_hf_state_dict(
     config: DecoderConfig, tensors: Mapping[str, Any], *, attention_backend: str = "auto"
 ) -> Decoder:
     """Build a `Decoder` from HF-named tensors (``model.layers.{i}.self_attn.q_proj.weight``, ...).
 
-    Raises:
-        KeyError: naming the first missing tensor; ValueError for a tensor of the wrong shape.
-    """
-    model = init_decoder(config, key=jax.random.key(0), attention_backend=attention_backend)
+    The model's structure comes from `eqx.filter_eval_shape` (no random model is built or
+    compiled); each weight is converted to float32 and copied once, per-layer tensors stacked,
+    except `load_gguf`'s read-only stacked buffers, which are used as they are.
 
-    def get(name: str, like: Array) -> Array:
+    Args:
+        config: the architecture.
+        tensors: ``{HF name: array}`` (numpy, JAX or anything `np.asarray` takes), e.g.
+            ``load_gguf(path).tensors`` or `to_hf_state_dict`'s output. Extra names are ignored.
+        attention_backend: see `pallas_kernels.flash_attention`.
+
+    Raises:
+        MissingTensorError: naming the first missing tensor (a `KeyError`).
+        jaxaccel.InputError: ``config`` is not a `DecoderConfig`, ``tensors`` not a mapping, or a
+            tensor has the wrong shape or is not numeric.
+    """
+    if not isinstance(config, DecoderConfig):
+        raise jaxaccel.InputError(f"config: expected a DecoderConfig, got {type(config).__name__}")
+    if not isinstance(tensors, Mapping):
+        raise jaxaccel.InputError(
+            f"tensors: expected a mapping of HF names to arrays, got {type(tensors).__name__}"
+        )
+    skel = _skeleton(config, attention_backend)
+
+    def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
         if name not in tensors:
-            raise KeyError(f"tensors: missing {name!r}")
-        a = np.asarray(tensors[name], np.float32)
-        if a.shape != like.shape:
-            raise ValueError(f"tensors[{name!r}]: expected shape {like.shape}, got {a.shape}")
-        return jnp.asarray(a)
+            raise MissingTensorError(f"tensors: missing {name!r}")
+        try:
+            a = np.asarray(tensors[name], np.float32)
+        except (TypeError, ValueError) as e:
+            raise jaxaccel.InputError(f"tensors[{name!r}]: not a numeric array ({e})") from None
+        if a.shape != tuple(shape):
+            raise jaxaccel.InputError(
+                f"tensors[{name!r}]: expected shape {tuple(shape)}, got {a.shape}"
+            )
+        return a
+
+    where: list[Callable[[Decoder], Any]] = []
+    leaves: list[jax.Array] = []
+
+    def fill(sel: Callable[[Decoder], Any], names: str | list[str], like) -> None:
+        # A list of names is stacked (one per layer). Read-only float32 buffers (`load_gguf`'s
+        # stacked ones) go to the device as they are; anything else is copied once into a private
+        # aligned buffer. Either way JAX on CPU may use the host memory in place, and nobody can
+        # write to it (see `_host`).
+        if isinstance(names, str):
+            a = get(names, like.shape)
+            buf = a if shareable(a) else None
+        else:
+            arrays = [get(n, like.shape[1:]) for n in names]
+            buf = as_stacked(arrays)
+            a = arrays
+        if buf is None:
+            buf = aligned_empty(like.shape)
+            if isinstance(names, str):
+                buf[...] = a
+            else:
+                for i, x in enumerate(a):
+                    buf[i] = x
+            buf.flags.writeable = False
+        where.append(sel)
+        leaves.append(jax.device_put(buf))
 
     L = config.n_layers
-    leaves, where = [], []
     for rel, sel in _LAYER_PARAMS.items():
-        mod = sel(model.blocks)
+        mod = sel(skel.blocks)
         if mod is None:
             continue
         for attr in ("weight", "bias"):
             stacked = getattr(mod, attr)
             if stacked is None:
                 continue
-            arrs = [get(f"model.layers.{i}.{rel}.{attr}", stacked[0]) for i in range(L)]
-            leaves.append(jnp.stack(arrs))
-            where.append(lambda m, sel=sel, attr=attr: getattr(sel(m.blocks), attr))
-    model = eqx.tree_at(lambda m: [w(m) for w in where], model, leaves)
-    model = eqx.tree_at(lambda m: m.embed, model, get("model.embed_tokens.weight", model.embed))
-    model = eqx.tree_at(
-        lambda m: m.final_norm.weight, model, get("model.norm.weight", model.final_norm.weight)
-    )
-    if model.final_norm.bias is not None:
-        model = eqx.tree_at(
-            lambda m: m.final_norm.bias, model, get("model.norm.bias", model.final_norm.bias)
-        )
-    if model.pos_embed is not None:
-        model = eqx.tree_at(
-            lambda m: m.pos_embed, model, get("model.embed_positions.weight", model.pos_embed)
-        )
-    if model.lm_head is not None:
-        model = eqx.tree_at(
-            lambda m: m.lm_head.weight, model, get("lm_head.weight", model.lm_head.weight)
-        )
+            fill(
+                lambda m, sel=sel, attr=attr: getattr(sel(m.blocks), attr),
+                [f"model.layers.{i}.{rel}.{attr}" for i in range(L)],
+                stacked,
+            )
+    fill(lambda m: m.embed, "model.embed_tokens.weight", skel.embed)
+    fill(lambda m: m.final_norm.weight, "model.norm.weight", skel.final_norm.weight)
+    if skel.final_norm.bias is not None:
+        fill(lambda m: m.final_norm.bias, "model.norm.bias", skel.final_norm.bias)
+    if skel.pos_embed is not None:
+        fill(lambda m: m.pos_embed, "model.embed_positions.weight", skel.pos_embed)
+    if skel.lm_head is not None:
+        fill(lambda m: m.lm_head.weight, "lm_head.weight", skel.lm_head.weight)
+    model = eqx.tree_at(lambda m: [w(m) for w in where], skel, leaves)
+    left = [x for x in jax.tree.leaves(model) if isinstance(x, jax.ShapeDtypeStruct)]
+    if left:  # every leaf of the structure is filled above
+        raise RuntimeError(f"from_hf_state_dict: {len(left)} leaves left unfilled (a bug)")
     return model
 
 
