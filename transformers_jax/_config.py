@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+import jaxaccel
+
 __all__ = ["DecoderConfig"]
 
 
@@ -59,15 +61,17 @@ class DecoderConfig:
             "d_ff",
         ):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"DecoderConfig.{name} must be a positive int, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise jaxaccel.InputError(f"DecoderConfig.{name} must be a positive int, got {v!r}")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(
+            raise jaxaccel.InputError(
                 f"DecoderConfig.n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}"
             )
         if self.family not in ("llama", "gpt2"):
-            raise ValueError(f"DecoderConfig.family must be 'llama' or 'gpt2', got {self.family!r}")
+            raise jaxaccel.InputError(
+                f"DecoderConfig.family must be 'llama' or 'gpt2', got {self.family!r}"
+            )
         if self.family == "gpt2" and self.n_kv_heads != self.n_heads:
-            raise ValueError(
+            raise jaxaccel.InputError(
                 "DecoderConfig: gpt2 uses multi-head attention (n_kv_heads == n_heads)"
             )

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import numbers
+import operator
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import jax
@@ -26,7 +30,16 @@ import jaxaccel
 
 from ._model import Decoder
 
-__all__ = ["Greedy", "Sample", "Sampler", "generate", "Generation", "sample_logits", "perplexity"]
+__all__ = [
+    "Greedy",
+    "Sample",
+    "Sampler",
+    "TextStreamer",
+    "generate",
+    "Generation",
+    "sample_logits",
+    "perplexity",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,14 +57,26 @@ class Sample:
     top_p: float | None = None
 
     def __post_init__(self):
-        if not self.temperature > 0:
-            raise ValueError(
-                f"Sample.temperature must be > 0, got {self.temperature}; use Greedy() for greedy decoding"
+        t = self.temperature
+        if not _is_real(t) or not (math.isfinite(t) and t > 0):
+            raise jaxaccel.InputError(
+                f"Sample.temperature: expected a finite number > 0, got {t!r}; "
+                "use Greedy() for greedy decoding"
             )
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise ValueError(f"Sample.top_k must be a positive int or None, got {self.top_k!r}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"Sample.top_p must lie in (0, 1], got {self.top_p!r}")
+        k = self.top_k
+        if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
+            raise jaxaccel.InputError(
+                f"Sample.top_k: expected a positive integer or None, got {k!r}"
+            )
+        p = self.top_p
+        if p is not None and not (_is_real(p) and 0.0 < p <= 1.0):
+            raise jaxaccel.InputError(
+                f"Sample.top_p: expected a number in (0, 1] or None, got {p!r}"
+            )
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 Sampler = Greedy | Sample
@@ -107,6 +132,38 @@ class Generation:
     @property
     def tokens_per_second(self) -> float:
         return self.new_tokens / max(self.seconds, 1e-9)
+
+
+class TextStreamer:
+    """An ``on_token`` callback for `generate` that prints row 0's text as its tokens arrive.
+
+    It decodes the whole row each time, so characters spread over several tokens come out whole;
+    it stops at the first of ``stop`` (the stop token itself is not printed).
+
+    Example:
+        >>> generate(model, [ids], max_new_tokens=64, on_token=TextStreamer(tok, {tok.eos_id}))
+    """
+
+    def __init__(self, tokenizer: Any, stop: Collection[int] = (), *, file: Any = None):
+        self.tok, self.stop, self.file = tokenizer, frozenset(stop), file
+        self.ids: list[int] = []
+        self.shown = ""
+        self.done = False
+
+    def __call__(self, tokens: np.ndarray, done: np.ndarray) -> None:
+        if self.done or bool(done[0]):
+            return
+        t = int(tokens[0])
+        if t in self.stop:
+            self.done = True
+            return
+        self.ids.append(t)
+        text = self.tok.decode(self.ids)
+        if not text.endswith("\ufffd"):
+            out = self.file or sys.stdout
+            out.write(text[len(self.shown) :])
+            out.flush()
+            self.shown = text
 
 
 def _bucket(n: int, minimum: int = 16) -> int:
@@ -192,11 +249,12 @@ def generate(
 
     Args:
         model: a `Decoder`, float or quantized with `jaxaccel.quantize`.
-        prompts: token ids per row (rows may differ in length; none may be empty).
-        max_new_tokens: tokens to generate at most per row.
+        prompts: token ids per row (rows may differ in length; none may be empty), each id in
+            ``[0, vocab_size)``; a string is refused (encode it with the tokenizer first).
+        max_new_tokens: tokens to generate at most per row (>= 1).
         sampler: `Greedy()` or `Sample(temperature=..., top_k=..., top_p=...)`.
         key: PRNG key, required when sampling.
-        stop_tokens: ids that end a row (kept in its output).
+        stop_tokens: ids that end a row (kept in its output), in ``[0, vocab_size)``.
         kv_storage: KV cache storage: ``"float32"``, ``"bfloat16"``, ``"int8"`` or ``"fp8"``.
         backend: kernel backend for quantized matmuls (see `jaxaccel.accelerate`).
         on_token: called from inside the loop with ``(tokens[B], done[B])`` after every step
@@ -204,30 +262,33 @@ def generate(
 
     Returns:
         A `Generation` with the new tokens and timings.
+
+    Raises:
+        jaxaccel.InputError: a bad argument (the message names it): not a `Decoder`, no key
+            when sampling, ``max_new_tokens < 1``, empty or out-of-vocabulary prompts or stop
+            tokens, an unknown ``kv_storage``, or a prompt too long for the model.
     """
-    cfg = model.config
+    cfg = _check_model(model)
     if not isinstance(sampler, Greedy | Sample):
-        raise TypeError(f"sampler: expected Greedy() or Sample(...), got {sampler!r}")
+        raise jaxaccel.InputError(f"sampler: expected Greedy() or Sample(...), got {sampler!r}")
     if isinstance(sampler, Sample) and key is None:
-        raise ValueError("key: sampling needs an explicit PRNG key (jax.random.key(seed))")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    prompts = [list(map(int, p)) for p in prompts]
-    if not prompts:
-        raise ValueError("prompts: need at least one prompt")
-    for r, p in enumerate(prompts):
-        if not p:
-            raise ValueError(f"prompts[{r}] is empty: every row needs at least one token")
-        bad = [t for t in p if not 0 <= t < cfg.vocab_size]
-        if bad:
-            raise ValueError(
-                f"prompts[{r}]: token ids must lie in [0, {cfg.vocab_size}), got {bad[:5]}"
-            )
+        raise jaxaccel.InputError("key: sampling needs an explicit PRNG key (jax.random.key(seed))")
+    if key is not None:
+        key = _check_key(key)
+    max_new_tokens = _positive_int(max_new_tokens, "max_new_tokens")
+    prompts = _token_rows(prompts, cfg.vocab_size)
+    stop_tokens = _token_ids(stop_tokens, cfg.vocab_size, "stop_tokens")
+    if on_token is not None and not callable(on_token):
+        raise jaxaccel.InputError(f"on_token: expected a callable or None, got {on_token!r}")
+    try:
+        cache_config = jaxaccel.KVCacheConfig(size=64, storage=kv_storage)
+    except jaxaccel.InputError as e:
+        raise jaxaccel.InputError(f"kv_storage: {e}") from None
     longest = max(map(len, prompts))
     p_len = _bucket(longest)
     size = -(-(p_len + max_new_tokens) // 64) * 64
     if p_len + max_new_tokens > cfg.max_seq_len:
-        raise ValueError(
+        raise jaxaccel.InputError(
             f"prompt (bucketed to {p_len} tokens) + max_new_tokens={max_new_tokens} exceeds the "
             f"model's max_seq_len={cfg.max_seq_len}"
         )
@@ -237,7 +298,7 @@ def generate(
     for r, p in enumerate(prompts):
         rows[r, p_len - len(p) :] = p
         start[r] = p_len - len(p)
-    cache_config = jaxaccel.KVCacheConfig(size=size, storage=kv_storage)
+    cache_config = dataclasses.replace(cache_config, size=size)
     fn = _compiled(
         max_new_tokens,
         sampler,
@@ -248,7 +309,8 @@ def generate(
         on_token is not None,
         on_token,
     )
-    key = jax.random.key(0) if key is None else key  # unused by Greedy
+    if key is None:  # Greedy draws nothing; the program still takes a key argument
+        key = jax.random.key(0)
     args = (model, jnp.asarray(rows), jnp.asarray(start), key)
     t0 = time.perf_counter()
     leaves, treedef = jax.tree.flatten(args)
@@ -283,11 +345,22 @@ def perplexity(
     model: Decoder, tokens: Sequence[int], *, window: int = 256, backend: str = "auto"
 ) -> float:
     """Perplexity of ``tokens`` under ``model``: non-overlapping windows of ``window`` tokens,
-    each scored from its own start (the first token of each window is context only)."""
-    ids = np.asarray(tokens, np.int32)
+    each scored from its own start (the first token of each window is context only).
+
+    Raises:
+        jaxaccel.InputError: ``window`` < 2 or longer than the model's ``max_seq_len``; fewer
+            than ``window`` tokens; token ids outside the vocabulary.
+    """
+    cfg = _check_model(model)
+    window = _positive_int(window, "window")
+    if not 2 <= window <= cfg.max_seq_len:
+        raise jaxaccel.InputError(
+            f"window: expected 2 <= window <= max_seq_len={cfg.max_seq_len}, got {window}"
+        )
+    ids = np.asarray(_token_ids(tokens, cfg.vocab_size, "tokens"), np.int32)
     n = (len(ids) // window) * window
     if n == 0:
-        raise ValueError(f"tokens: need at least window={window} tokens, got {len(ids)}")
+        raise jaxaccel.InputError(f"tokens: need at least window={window} tokens, got {len(ids)}")
     chunks = ids[:n].reshape(-1, window)
 
     @jax.jit
@@ -321,8 +394,14 @@ def chat(
     Returns:
         The assistant's reply as text (special tokens removed).
     """
-    if not messages:
-        raise ValueError("messages: need at least one message")
+    if isinstance(messages, str) or not messages:
+        raise jaxaccel.InputError(
+            "messages: need at least one {'role': ..., 'content': ...} message"
+        )
+    if not callable(getattr(tokenizer, "apply_chat_template", None)):
+        raise jaxaccel.InputError(
+            f"tokenizer: expected a transformers_jax.Tokenizer, got {type(tokenizer).__name__}"
+        )
     prompt = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
     ids = tokenizer.encode(prompt)
     stop = sorted({t for t in (model.config.eos_token_id, tokenizer.eos_id) if t is not None})
@@ -336,3 +415,89 @@ def chat(
         kv_storage=kv_storage,
     )
     return tokenizer.decode([t for t in out.tokens[0] if t not in stop])
+
+
+# ----------------------------------------------------------------------------------------------
+# argument checks (each names the argument)
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_model(model: Any):
+    if not isinstance(model, Decoder):
+        raise jaxaccel.InputError(
+            f"model: expected a transformers_jax.Decoder (from from_hf_state_dict or "
+            f"init_decoder, optionally quantized), got {type(model).__name__}"
+        )
+    return model.config
+
+
+def _check_key(key: Any) -> jax.Array:
+    if isinstance(key, jax.Array):
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+            return key
+        if key.shape == (2,) and key.dtype == jnp.uint32:
+            return jax.random.wrap_key_data(key)
+    raise jaxaccel.InputError(f"key: expected one JAX PRNG key (jax.random.key(seed)), got {key!r}")
+
+
+def _positive_int(x: Any, name: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1:
+        raise jaxaccel.InputError(f"{name}: expected a positive integer, got {x!r}")
+    return int(x)
+
+
+def _token_ids(ids: Any, vocab: int, name: str) -> list[int]:
+    if isinstance(ids, str | bytes):
+        raise jaxaccel.InputError(
+            f"{name}: expected token ids, got a {type(ids).__name__} (encode text with the "
+            "tokenizer first)"
+        )
+    try:
+        if isinstance(ids, np.ndarray | jax.Array):
+            if ids.ndim != 1 or not jnp.issubdtype(ids.dtype, jnp.integer):
+                raise TypeError
+            out = np.asarray(ids).tolist()
+        else:
+            out = [operator.index(t) for t in ids]
+    except TypeError:
+        raise jaxaccel.InputError(
+            f"{name}: expected a sequence of integer token ids, got {_brief(ids)}"
+        ) from None
+    bad = [t for t in out if not 0 <= t < vocab]
+    if bad:
+        raise jaxaccel.InputError(f"{name}: token ids must lie in [0, {vocab}), got {bad[:5]}")
+    return out
+
+
+def _brief(x: Any) -> str:
+    if isinstance(x, np.ndarray | jax.Array):
+        return f"an array of dtype {x.dtype} and shape {x.shape}"
+    return f"{x!r:.60}"
+
+
+def _token_rows(prompts: Any, vocab: int) -> list[list[int]]:
+    if isinstance(prompts, str | bytes):
+        raise jaxaccel.InputError(
+            "prompts: expected a list of token-id lists, got a string (encode it with the "
+            "tokenizer and pass [ids])"
+        )
+    try:
+        rows = list(prompts)
+    except TypeError:
+        raise jaxaccel.InputError(
+            f"prompts: expected a list of token-id lists, got {type(prompts).__name__}"
+        ) from None
+    if not rows:
+        raise jaxaccel.InputError("prompts: need at least one prompt")
+    out = []
+    for r, p in enumerate(rows):
+        if isinstance(p, numbers.Integral):
+            raise jaxaccel.InputError(
+                f"prompts[{r}]: expected a list of token ids, got the single id {p!r} "
+                "(pass [[ids...]] for one prompt)"
+            )
+        ids = _token_ids(p, vocab, f"prompts[{r}]")
+        if not ids:
+            raise jaxaccel.InputError(f"prompts[{r}] is empty: every row needs at least one token")
+        out.append(ids)
+    return out

@@ -212,16 +212,18 @@ class Decoder(AbstractCacheable):
 
 def _check_tokens(tokens: Array, vocab: int) -> None:
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise TypeError(f"tokens: expected integer token ids, got dtype {tokens.dtype}")
+        raise jaxaccel.InputError(f"tokens: expected integer token ids, got dtype {tokens.dtype}")
     if tokens.ndim != 2:
-        raise ValueError(f"tokens: expected shape [batch, time], got {tokens.shape}")
+        raise jaxaccel.InputError(f"tokens: expected shape [batch, time], got {tokens.shape}")
     try:
         ids = np.asarray(tokens)
     except jax.errors.TracerArrayConversionError:
         return  # traced: checked by the caller (e.g. `generate`) before tracing
     bad = (ids < 0) | (ids >= vocab)
     if bad.any():
-        raise ValueError(f"tokens: ids must lie in [0, {vocab}), got {ids[bad][:5].tolist()}")
+        raise jaxaccel.InputError(
+            f"tokens: ids must lie in [0, {vocab}), got {ids[bad][:5].tolist()}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,11 +11,20 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import operator
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Tokenizer", "bytes_to_unicode"]
+import jaxaccel
+
+from ._errors import ChatTemplateError, InvalidTokenError, ModelFileError
+
+__all__ = ["CHAT_ROLES", "Tokenizer", "bytes_to_unicode"]
+
+# Roles a chat message may have (HF's chat format); anything else is a typo, rejected before the
+# template sees it (many templates do not check, and render "wizard" as just another header).
+CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 # llama.cpp token types (`llama_token_type`).
 _TOKEN_TYPE_CONTROL = 3
@@ -102,9 +111,7 @@ def _pre_tokenizer(pre: str | None):
 
 
 def _raise_exception(message: str):
-    from jinja2.exceptions import TemplateError
-
-    raise TemplateError(message)
+    raise ChatTemplateError(message)
 
 
 def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
@@ -199,26 +206,27 @@ class Tokenizer:
             The tokenizer.
 
         Raises:
-            ValueError: the tokenizer is not byte-level BPE, or the vocabulary/merges are missing.
+            ModelFileError: the tokenizer is not byte-level BPE, or the vocabulary/merges are
+                missing or malformed (a `ValueError`).
         """
         from tokenizers import AddedToken, Tokenizer as Backend, decoders, models
 
         kind = metadata.get("tokenizer.ggml.model")
         if kind != "gpt2":
-            raise ValueError(
+            raise ModelFileError(
                 f"unsupported GGUF tokenizer model {kind!r}; supported: 'gpt2' (byte-level BPE)"
             )
         tokens = metadata.get("tokenizer.ggml.tokens")
         merges = metadata.get("tokenizer.ggml.merges")
         if not tokens:
-            raise ValueError("GGUF metadata has no tokenizer.ggml.tokens")
+            raise ModelFileError("GGUF metadata has no tokenizer.ggml.tokens")
         if merges is None:
-            raise ValueError("GGUF metadata has no tokenizer.ggml.merges")
+            raise ModelFileError("GGUF metadata has no tokenizer.ggml.merges")
         tokens = [str(t) for t in tokens]
         pre = metadata.get("tokenizer.ggml.pre")
         types = list(metadata.get("tokenizer.ggml.token_type") or [])
         if types and len(types) != len(tokens):
-            raise ValueError(
+            raise ModelFileError(
                 f"GGUF tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens"
             )
 
@@ -237,7 +245,7 @@ class Tokenizer:
         for m in merges:
             a, sep, b = str(m).partition(" ")
             if not sep:
-                raise ValueError(f"malformed GGUF merge {m!r} (expected 'left right')")
+                raise ModelFileError(f"malformed GGUF merge {m!r} (expected 'left right')")
             pairs.append((a, b))
 
         backend = Backend(
@@ -267,7 +275,7 @@ class Tokenizer:
         for i in control + user:
             got = backend.token_to_id(tokens[i])
             if got != i:
-                raise ValueError(
+                raise ModelFileError(
                     f"GGUF token {tokens[i]!r} has id {i} but the tokenizer gave {got}"
                 )
 
@@ -297,12 +305,15 @@ class Tokenizer:
             The token ids.
 
         Raises:
-            ValueError: ``add_bos`` but the tokenizer has no BOS token.
+            jaxaccel.InputError: ``text`` is not a string; ``add_bos`` but the tokenizer has no
+                BOS token.
         """
+        if not isinstance(text, str):
+            raise jaxaccel.InputError(f"text: expected a string, got {type(text).__name__}")
         ids = self.backend.encode(text, add_special_tokens=False).ids
         if add_bos:
             if self.bos_id is None:
-                raise ValueError("this tokenizer has no BOS token")
+                raise jaxaccel.InputError("add_bos: this tokenizer has no BOS token")
             ids = [self.bos_id, *ids]
         return ids
 
@@ -315,8 +326,23 @@ class Tokenizer:
 
         Returns:
             The decoded text (invalid UTF-8 byte sequences become U+FFFD).
+
+        Raises:
+            InvalidTokenError: an id outside ``[0, vocab_size)`` (an `IndexError`).
+            jaxaccel.InputError: ``ids`` is not a sequence of integers.
         """
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special)
+        if isinstance(ids, str | bytes):
+            raise jaxaccel.InputError(f"ids: expected token ids, got a {type(ids).__name__}")
+        try:
+            ids = [operator.index(i) for i in ids]
+        except TypeError:
+            raise jaxaccel.InputError("ids: expected a sequence of integer token ids") from None
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise InvalidTokenError(
+                f"ids: token ids must lie in [0, {self.vocab_size}), got {bad[:5]}"
+            )
+        return self.backend.decode(ids, skip_special_tokens=skip_special)
 
     def id_to_token(self, i: int) -> str:
         """The vocabulary entry (byte-level spelling) of one id.
@@ -328,11 +354,13 @@ class Tokenizer:
             The token string.
 
         Raises:
-            IndexError: ``i`` is not a valid id.
+            InvalidTokenError: ``i`` is not a valid id (an `IndexError`).
         """
+        if not 0 <= int(i) < self.vocab_size:
+            raise InvalidTokenError(f"i: token id {i} out of range [0, {self.vocab_size})")
         tok = self.backend.id_to_token(int(i))
-        if tok is None or not 0 <= int(i) < self.vocab_size:
-            raise IndexError(f"token id {i} out of range [0, {self.vocab_size})")
+        if tok is None:
+            raise InvalidTokenError(f"i: token id {i} out of range [0, {self.vocab_size})")
         return tok
 
     def token_to_id(self, token: str) -> int | None:
@@ -356,7 +384,8 @@ class Tokenizer:
         """Renders a conversation with the model's Jinja2 chat template (sandboxed).
 
         Args:
-            messages: ``[{"role": ..., "content": ...}, ...]``.
+            messages: ``[{"role": ..., "content": ...}, ...]``; roles are one of `CHAT_ROLES`
+                (system, user, assistant, tool), contents strings.
             add_generation_prompt: end with the header of an assistant turn.
             **kwargs: extra variables for the template.
 
@@ -364,11 +393,15 @@ class Tokenizer:
             The prompt text (encode it with :meth:`encode`; special tokens are matched whole).
 
         Raises:
-            ValueError: the tokenizer has no chat template.
-            jinja2.TemplateError: the template rejected the conversation (``raise_exception``).
+            ChatTemplateError: a message is not a ``{"role", "content"}`` mapping, has an unknown
+                role (naming it and the allowed ones) or a non-string content; or the template
+                rejected the conversation (its ``raise_exception``). A `jaxaccel.InputError` and a
+                ``jinja2.TemplateError``.
+            jaxaccel.InputError: the tokenizer has no chat template.
         """
         if self.chat_template is None:
-            raise ValueError("this tokenizer has no chat template")
+            raise jaxaccel.InputError("this tokenizer has no chat template")
+        _check_messages(messages)
 
         def _tok(i):
             return None if i is None else self.backend.id_to_token(i)
@@ -391,3 +424,25 @@ class Tokenizer:
             f"Tokenizer(vocab_size={self.vocab_size}, bos_id={self.bos_id}, "
             f"eos_id={self.eos_id}, pad_id={self.pad_id}, special={len(self.special_ids)})"
         )
+
+
+def _check_messages(messages: Any) -> None:
+    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+        raise ChatTemplateError(
+            f"messages: expected a list of {{'role': ..., 'content': ...}} dicts, got "
+            f"{type(messages).__name__}"
+        )
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or "role" not in m:
+            raise ChatTemplateError(
+                f"messages[{i}]: expected a {{'role': ..., 'content': ...}} dict, got {m!r:.80}"
+            )
+        if m["role"] not in CHAT_ROLES:
+            raise ChatTemplateError(
+                f"messages[{i}]: unknown role {m['role']!r}; allowed roles: {', '.join(CHAT_ROLES)}"
+            )
+        content = m.get("content")
+        if not isinstance(content, str) and not (content is None and m.get("tool_calls")):
+            raise ChatTemplateError(
+                f"messages[{i}]['content']: expected a string, got {type(content).__name__}"
+            )
