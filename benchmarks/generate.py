@@ -49,7 +49,7 @@ import numpy as np
 
 import jaxaccel as ja
 import transformers_jax as tj
-from transformers_jax._gguf import find_smollm2_gguf, load_gguf
+from transformers_jax import find_smollm2_gguf, load_gguf
 
 PROMPT = "Explain why the sky is blue in a few sentences."
 PROMPTS_B8 = (
