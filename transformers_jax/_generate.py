@@ -16,6 +16,7 @@ import numbers
 import operator
 import sys
 import time
+import typing
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -280,10 +281,11 @@ def generate(
     stop_tokens = _token_ids(stop_tokens, cfg.vocab_size, "stop_tokens")
     if on_token is not None and not callable(on_token):
         raise jaxaccel.InputError(f"on_token: expected a callable or None, got {on_token!r}")
-    try:
-        cache_config = jaxaccel.KVCacheConfig(size=64, storage=kv_storage)
-    except jaxaccel.InputError as e:
-        raise jaxaccel.InputError(f"kv_storage: {e}") from None
+    storages = typing.get_args(typing.get_type_hints(jaxaccel.KVCacheConfig)["storage"])
+    if kv_storage not in storages:
+        raise jaxaccel.InputError(
+            f"kv_storage: expected one of {', '.join(storages)}; got {kv_storage!r}"
+        )
     longest = max(map(len, prompts))
     p_len = _bucket(longest)
     size = -(-(p_len + max_new_tokens) // 64) * 64
@@ -298,7 +300,7 @@ def generate(
     for r, p in enumerate(prompts):
         rows[r, p_len - len(p) :] = p
         start[r] = p_len - len(p)
-    cache_config = dataclasses.replace(cache_config, size=size)
+    cache_config = jaxaccel.KVCacheConfig(size=size, storage=kv_storage)
     fn = _compiled(
         max_new_tokens,
         sampler,

@@ -158,8 +158,8 @@ def test_checkpoint_round_trip(model):
     toks = jnp.asarray([[1, 2, 3, 4]], jnp.int32)
     np.testing.assert_array_equal(back(toks), model(toks))
     sd.pop("model.layers.1.mlp.up_proj.weight")
-    with pytest.raises(KeyError, match="model.layers.1.mlp.up_proj.weight"):
-        tj.from_hf_state_dict(model.config, sd)
+    with pytest.raises(KeyError, match="^tensors: missing 'model.layers.1.mlp.up_proj.weight'$"):
+        tj.from_hf_state_dict(model.config, sd)  # a MissingTensorError: also a jaxaccel.Error
 
 
 def test_bad_inputs():
@@ -170,8 +170,6 @@ def test_bad_inputs():
         tj.generate(model, [[1], []], max_new_tokens=2)
     with pytest.raises(ValueError, match="exceeds the model's max_seq_len=256"):
         tj.generate(model, [[1] * 200], max_new_tokens=100)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
-        tj.Sample(temperature=0.0)
     with pytest.raises(ValueError, match="key: sampling needs"):
         tj.generate(model, [[1]], max_new_tokens=2, sampler=tj.Sample())
     with pytest.raises(ValueError, match=r"tokens: ids must lie in \[0, 97\)"):
@@ -181,6 +179,105 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="n_kv_heads=3 must divide n_heads=4"):
         tj.DecoderConfig(
             vocab_size=9, d_model=8, n_layers=1, n_heads=4, n_kv_heads=3, head_dim=2, d_ff=8
+        )
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return tj.init_decoder(LLAMA, key=jax.random.key(8))
+
+
+# generate(model, prompts, **kwargs) with one bad argument each; checked before anything compiles.
+BAD_GENERATE = [
+    (dict(max_new_tokens=0), r"^max_new_tokens: expected a positive integer, got 0$"),
+    (dict(max_new_tokens=-3), r"max_new_tokens: expected a positive integer, got -3"),
+    (dict(max_new_tokens=True), r"max_new_tokens: expected a positive integer, got True"),
+    (dict(max_new_tokens="8"), r"max_new_tokens: expected a positive integer, got '8'"),
+    (dict(prompts="hello"), r"prompts: expected a list of token-id lists, got a string"),
+    (dict(prompts=[]), r"prompts: need at least one prompt"),
+    (dict(prompts=[[]]), r"prompts\[0\] is empty"),
+    (dict(prompts=[1, 2, 3]), r"prompts\[0\]: expected a list of token ids, got the single id 1"),
+    (dict(prompts=["hi"]), r"prompts\[0\]: expected token ids, got a str"),
+    (dict(prompts=[[1, 2.5]]), r"prompts\[0\]: expected a sequence of integer token ids"),
+    (dict(prompts=[np.ones(3)]), r"prompts\[0\]: .* an array of dtype float64"),
+    (dict(prompts=[[1, 97]]), r"prompts\[0\]: token ids must lie in \[0, 97\), got \[97\]"),
+    (dict(stop_tokens=[2, 97]), r"stop_tokens: token ids must lie in \[0, 97\), got \[97\]"),
+    (dict(stop_tokens=[-1]), r"stop_tokens: token ids must lie in \[0, 97\), got \[-1\]"),
+    (dict(stop_tokens=2), r"stop_tokens: expected a sequence of integer token ids, got 2"),
+    (dict(sampler="greedy"), r"sampler: expected Greedy\(\) or Sample\(\.\.\.\)"),
+    (dict(sampler=tj.Sample(), key=0), r"key: expected one JAX PRNG key"),
+    (dict(sampler=tj.Sample(), key=jax.random.split(jax.random.key(0))), r"key: expected one"),
+    (
+        dict(kv_storage="int3"),
+        r"kv_storage: expected one of float32, bfloat16, int8, fp8; got 'int3'",
+    ),
+    (dict(on_token="print"), r"on_token: expected a callable or None"),
+]
+
+
+@pytest.mark.parametrize(("change", "match"), BAD_GENERATE)
+def test_generate_names_the_bad_argument(small_model, change, match):
+    kwargs = dict(prompts=[[1, 2]], max_new_tokens=2) | change
+    prompts = kwargs.pop("prompts")
+    with pytest.raises(ja.InputError, match=match):
+        tj.generate(small_model, prompts, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            dict(temperature=0.0),
+            r"Sample.temperature: expected a finite number > 0, got 0.0; use Greedy",
+        ),
+        (dict(temperature=-1), r"Sample.temperature: .* got -1"),
+        (dict(temperature=float("nan")), r"Sample.temperature: .* got nan"),
+        (dict(temperature="hot"), r"Sample.temperature: .* got 'hot'"),
+        (dict(top_k=0), r"Sample.top_k: expected a positive integer or None, got 0"),
+        (dict(top_k=2.5), r"Sample.top_k: .* got 2.5"),
+        (dict(top_k=True), r"Sample.top_k: .* got True"),
+        (dict(top_p=0.0), r"Sample.top_p: expected a number in \(0, 1\] or None, got 0.0"),
+        (dict(top_p=1.5), r"Sample.top_p: .* got 1.5"),
+        (dict(top_p=float("nan")), r"Sample.top_p: .* got nan"),
+    ],
+)
+def test_sampler_params(kwargs, match):
+    with pytest.raises(ja.InputError, match=match):
+        tj.Sample(**kwargs)
+
+
+def test_other_api_bad_inputs(small_model):
+    with pytest.raises(ja.InputError, match="model: expected a transformers_jax.Decoder"):
+        tj.generate(lambda t: t, [[1]], max_new_tokens=2)
+    with pytest.raises(
+        ja.InputError, match=r"window: expected 2 <= window <= max_seq_len=256, got 1"
+    ):
+        tj.perplexity(small_model, list(range(10)), window=1)
+    with pytest.raises(ja.InputError, match=r"window: expected a positive integer, got 0"):
+        tj.perplexity(small_model, list(range(10)), window=0)
+    with pytest.raises(
+        ja.InputError, match=r"tokens: token ids must lie in \[0, 97\), got \[100\]"
+    ):
+        tj.perplexity(small_model, [1, 2, 100] + [3] * 30, window=4)
+    with pytest.raises(ja.InputError, match=r"tokens: need at least window=16 tokens, got 3"):
+        tj.perplexity(small_model, [1, 2, 3], window=16)
+    with pytest.raises(ja.InputError, match="messages: need at least one"):
+        tj.chat(small_model, None, [])
+    with pytest.raises(ja.InputError, match="tokenizer: expected a transformers_jax.Tokenizer"):
+        tj.chat(small_model, "tok", [{"role": "user", "content": "hi"}])
+    with pytest.raises(ja.InputError, match="config: expected a DecoderConfig, got dict"):
+        tj.from_hf_state_dict({"vocab_size": 97}, {})
+    with pytest.raises(ja.InputError, match="tensors: expected a mapping of HF names"):
+        tj.from_hf_state_dict(LLAMA, [1, 2])
+    sd = tj.to_hf_state_dict(small_model)
+    sd["model.norm.weight"] = np.ones(5, np.float32)
+    with pytest.raises(
+        ja.InputError, match=r"tensors\['model.norm.weight'\]: expected shape \(32,\)"
+    ):
+        tj.from_hf_state_dict(LLAMA, sd)
+    with pytest.raises(ja.InputError, match=r"DecoderConfig.d_model must be a positive int, got 0"):
+        tj.DecoderConfig(
+            vocab_size=9, d_model=0, n_layers=1, n_heads=1, n_kv_heads=1, head_dim=2, d_ff=8
         )
 
 

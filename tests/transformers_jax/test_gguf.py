@@ -17,6 +17,7 @@ pytest.importorskip("tokenizers")
 
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 
+import transformers_jax as tj  # noqa: E402
 from transformers_jax._checkpoint import load_safetensors, save_safetensors  # noqa: E402
 from transformers_jax._config import DecoderConfig  # noqa: E402
 from transformers_jax._gguf import (  # noqa: E402
@@ -379,6 +380,72 @@ def test_not_a_gguf(tmp_path, content):
         load_gguf(tmp_path)  # a directory
 
 
+def test_truncated_and_foreign_headers(tiny_file, tmp_path):
+    """Our GGUF header parser refuses what it cannot read, naming the file and why."""
+    data = tiny_file[0].read_bytes()
+    path = tmp_path / "t.gguf"
+    cases = [
+        (data[:40], r"t.gguf \(truncated header\)"),
+        (data[: data.index(b"tokenizer.ggml.merges") + 99], r"t.gguf \(truncated header\)"),
+        (data[:-100], r"t.gguf \(tensor '.*': its data runs past the end of the file\)"),
+        (b"GGUF" + (1).to_bytes(4, "little") + data[8:], r"version 1; supported: 2, 3"),
+        (b"GGUF" + (3).to_bytes(4, "big") + data[8:], r"a big-endian file, which is not supported"),
+        (data[:8] + (2**40).to_bytes(8, "little") + data[16:], r"header claims"),
+    ]
+    for content, match in cases:
+        path.write_bytes(content)
+        with pytest.raises(tj.ModelFileError, match=match):
+            load_gguf(path)
+        with pytest.raises(ValueError, match=match):  # also a ValueError, as before
+            load_gguf(path)
+
+
+def test_metadata_equals_gguf_reader(tiny_file):
+    """Independent reference: the gguf package's own reader (slow, element by element)."""
+    reader = gguf.GGUFReader(str(tiny_file[0]))
+    want = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        v = field.contents()
+        if field.types[0] == gguf.GGUFValueType.FLOAT32 and isinstance(v, float):
+            v = float(str(np.float32(v)))
+        want[key] = v
+    got = read_gguf_metadata(tiny_file[0])
+    assert got == want
+    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in want.items()}
+    small = read_gguf_metadata(tiny_file[0], include_tokenizer=False)
+    assert "tokenizer.ggml.tokens" not in small and small["general.architecture"] == "llama"
+
+
+def test_tensors_are_read_only_and_shared_with_the_model(tiny_model):
+    import jax
+
+    t = tiny_model.tensors
+    q = t["model.layers.0.self_attn.q_proj.weight"]
+    assert not q.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        q[0, 0] = 1.0
+    model = tj.from_hf_state_dict(tiny_model.config, t)
+    np.testing.assert_array_equal(
+        np.asarray(model.blocks.attn.q_proj.weight[1]), t["model.layers.1.self_attn.q_proj.weight"]
+    )
+    np.testing.assert_array_equal(np.asarray(model.embed), t["model.embed_tokens.weight"])
+    if jax.devices()[0].platform == "cpu":  # the stacked buffer is used in place, not copied
+        assert model.blocks.attn.q_proj.weight.unsafe_buffer_pointer() == q.ctypes.data
+
+
+def test_writable_inputs_are_copied(tiny_model):
+    """A caller's writable arrays never alias the model's weights."""
+    sd = {k: np.array(v) for k, v in tiny_model.tensors.items()}  # writable copies
+    model = tj.from_hf_state_dict(tiny_model.config, sd)
+    before = np.asarray(model.blocks.mlp.up_proj.weight[0]).copy()
+    sd["model.layers.0.mlp.up_proj.weight"][...] = 7.0
+    sd["model.embed_tokens.weight"][...] = 7.0
+    np.testing.assert_array_equal(np.asarray(model.blocks.mlp.up_proj.weight[0]), before)
+    assert not np.any(np.asarray(model.embed) == 7.0)
+
+
 def test_find_smollm2_missing(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
 
@@ -516,3 +583,30 @@ def test_smollm2_qk_are_depermuted(smollm2, smollm2_path):
         stored = gguf.quants.dequantize(t.data, t.tensor_type).reshape(smollm2.tensors[hf].shape)
         assert not np.array_equal(stored, smollm2.tensors[hf])
         np.testing.assert_array_equal(llama_cpp_permute(smollm2.tensors[hf], heads), stored)
+
+
+@pytest.mark.slow
+def test_smollm2_equals_gguf_reader(smollm2, smollm2_path):
+    """Every tensor bit for bit what the gguf package's reader + dequantize give (no torch needed),
+    and the metadata equal to the reader's."""
+    reader = gguf.GGUFReader(str(smollm2_path))
+    c = smollm2.config
+    for t in reader.tensors:
+        name = (
+            next(k for k, v in _GGUF_NAMES.items() if v == t.name)
+            if t.name in _GGUF_NAMES.values()
+            else None
+        )
+        if name is None:
+            _, layer, base, _ = t.name.split(".")
+            rest = next(k for k, v in _BLOCK_NAMES.items() if v == base)
+            name = f"model.layers.{layer}.{rest}"
+        want = gguf.quants.dequantize(t.data, t.tensor_type).reshape(smollm2.tensors[name].shape)
+        if ".q_proj." in name:
+            want = llama_cpp_unpermute(want, c.n_heads)
+        elif ".k_proj." in name:
+            want = llama_cpp_unpermute(want, c.n_kv_heads)
+        np.testing.assert_array_equal(smollm2.tensors[name], want, err_msg=name)
+    md = read_gguf_metadata(smollm2_path)
+    assert md["tokenizer.ggml.tokens"] == reader.fields["tokenizer.ggml.tokens"].contents()
+    assert md["tokenizer.ggml.merges"] == reader.fields["tokenizer.ggml.merges"].contents()

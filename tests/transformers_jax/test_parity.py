@@ -7,7 +7,7 @@ import pytest
 
 import transformers_jax as tj
 from tests.transformers_jax._hf import load_hf_model
-from transformers_jax._gguf import find_smollm2_gguf, load_gguf
+from transformers_jax import find_smollm2_gguf, load_gguf
 
 pytestmark = pytest.mark.slow
 

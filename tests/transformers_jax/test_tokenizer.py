@@ -171,6 +171,57 @@ def test_chat_template_raise_exception(tiny):
         tiny.apply_chat_template([{"role": "tool", "content": "x"}])
 
 
+@pytest.mark.parametrize(
+    ("messages", "match"),
+    [
+        (
+            [{"role": "wizard", "content": "x"}],
+            r"^messages\[0\]: unknown role 'wizard'; allowed roles: system, user, assistant, tool$",
+        ),
+        (
+            [{"role": "user", "content": "a"}, {"content": "x"}],
+            r"messages\[1\]: expected a \{'role'",
+        ),
+        (["hello"], r"messages\[0\]: expected a \{'role': \.\.\., 'content': \.\.\.\} dict"),
+        ("hello", r"messages: expected a list of .* got str"),
+        (
+            [{"role": "user", "content": 3}],
+            r"messages\[0\]\['content'\]: expected a string, got int",
+        ),
+    ],
+)
+def test_chat_messages_are_checked(tiny, messages, match):
+    """Roles are checked before the template renders (SmolLM2's template renders any role)."""
+    from jinja2.exceptions import TemplateError
+
+    import jaxaccel
+    from transformers_jax import ChatTemplateError
+
+    with pytest.raises(ChatTemplateError, match=match) as e:
+        tiny.apply_chat_template(messages)
+    assert isinstance(e.value, jaxaccel.InputError) and isinstance(e.value, TemplateError)
+
+
+def test_encode_decode_bad_input(tiny):
+    import jaxaccel
+    from transformers_jax import InvalidTokenError
+
+    with pytest.raises(jaxaccel.InputError, match="text: expected a string, got int"):
+        tiny.encode(123)
+    with pytest.raises(
+        InvalidTokenError, match=r"ids: token ids must lie in \[0, \d+\), got \[-1\]"
+    ):
+        tiny.decode([5, -1])
+    with pytest.raises(IndexError, match=r"ids: token ids must lie in .* got \[1000000\]"):
+        tiny.decode([1000000])
+    with pytest.raises(jaxaccel.InputError, match="ids: expected token ids, got a str"):
+        tiny.decode("abc")
+    with pytest.raises(jaxaccel.InputError, match="ids: expected a sequence of integer token ids"):
+        tiny.decode([1.5])
+    with pytest.raises(InvalidTokenError, match=r"i: token id -1 out of range"):
+        tiny.id_to_token(-1)
+
+
 def test_chat_template_is_sandboxed():
     from jinja2.exceptions import SecurityError
 
