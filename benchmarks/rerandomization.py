@@ -9,8 +9,8 @@ Mahalanobis distance of the mean difference, ``M = c * ||Z^T w||^2`` with whiten
 
 1. **Candidates/s** (randomizations generated and balance-checked), batch ``B`` per call:
 
-   - ours: the chunk kernel of ``science.rerandomization`` — the jitted runner of ``_pool.py``
-     (``_runner(_chunk_fn(cov, n_t, B, exact=False, rng=...), devices)``; one chunk of B
+   - ours: the chunk kernel of ``science.rerandomization`` — the jitted runner `draw_pool` runs
+     (``candidate_runner(cov, n_t, B, rng=..., devices=...)``; one chunk of B
      candidates per device and call; selection sampling along the units with hashed uniforms
      (``rng="hash"``, the default) or ``jax.random.uniform`` (``rng="threefry"``), balance by one
      matmul, assignments bit-packed). It returns the B balances and the packed assignments; the
@@ -28,7 +28,7 @@ Mahalanobis distance of the mean difference, ``M = c * ||Z^T w||^2`` with whiten
 2. **Tests/s**: a Monte-Carlo pool of K = 10,000 accepted assignments from ``draw_pool``, outcome
    y (n,), w_obs = the pool's first assignment; one test = the difference in means over the whole
    pool and its two-sided p-value. Ours: ``randomization_test(pool, y, w_obs)`` (and its pool pass
-   ``_pool_products`` alone: int32 fixed-point outcomes, the packed bytes read through per-byte
+   ``pool_products`` alone: int32 fixed-point outcomes, the packed bytes read through per-byte
    lookup tables for n > 256, unpack + matmul for n <= 256). NumPy: the pool unpacked to bool (K, n) once *outside* the timing
    (an advantage given to NumPy), then per test ``W.astype(float32) @ y`` -> statistics -> p (and
    a variant with the float32 pool also prepared outside). Naive JAX: ``jit`` over a (K, n) float32
@@ -37,8 +37,8 @@ Mahalanobis distance of the mean difference, ``M = c * ||Z^T w||^2`` with whiten
    same pools and inputs. Ours: ``fiducial_interval(pool, y, w_obs, alpha=0.05)`` (one pass over
    the pool, then every p(tau) is O(K) vector work: doubling steps out from the estimate, then
    bisection on exact p-values to 1e-6 std(y), then a 201-point p grid for plots), and the same
-   without input checks and grid (``_invert`` on ``_DiffMeans``). Peers (NumPy; naive JAX with a
-   jitted p(tau)): a mirror of ``_invert`` (same start, steps and tolerance) whose every p(tau)
+   without input checks and grid (``invert_test`` on ``DiffMeans``). Peers (NumPy; naive JAX with a
+   jitted p(tau)): a mirror of ``invert_test`` (same start, steps and tolerance) whose every p(tau)
    recomputes ``dm(y - tau w_obs, w_k)`` over the (K, n) float32 pool (prepared outside the
    timing) by one matvec. Reported: intervals/s, p evaluations per interval, sharp nulls tested
    per second (p evaluations / interval time), and the ends' max difference relative to the width,
@@ -85,13 +85,14 @@ from scipy import stats  # noqa: E402
 
 from science.rerandomization import (  # noqa: E402
     Covariates,
-    _inference,
+    DiffMeans,
+    candidate_runner,
     draw_pool,
     fiducial_interval,
+    invert_test,
+    pool_products,
     randomization_test,
 )
-from science.rerandomization._inference import _pool_products  # noqa: E402
-from science.rerandomization._pool import _chunk_fn, _runner  # noqa: E402
 
 NAME = "rerandomization"
 TITLE = (
@@ -183,7 +184,7 @@ def naive_jax_gen(z: np.ndarray, n_t: int, batch: int, thr: float):
 
 
 def ours_runner(cov: Covariates, n_t: int, batch: int, rng: str, devices):
-    return _runner(_chunk_fn(cov, n_t, batch, exact=False, rng=rng), devices)
+    return candidate_runner(cov, n_t, batch, rng=rng, devices=devices)
 
 
 def _cycler(items):
@@ -443,7 +444,7 @@ def _inputs(tag: str, pool) -> dict[str, Any]:
 
 
 def _ours_pool_pass_inputs(pool, y: np.ndarray, w_obs: np.ndarray):
-    """The arguments `_DiffMeans` hands `_pool_products` (via `_products`): the packed pool padded
+    """The arguments `DiffMeans` hands `pool_products` (via `_products`): the packed pool padded
     to a multiple of 1024 rows, on device; outcomes centred on the int32 fixed-point grid."""
     yc = y.astype(np.float64) - y.astype(np.float64).mean()
     unit = float(np.abs(yc).sum()) / (2**31 - 1 - y.size)
@@ -461,7 +462,7 @@ def _test_one(s: dict[str, Any], tag: str, pool, inp: dict[str, Any]) -> dict[st
     packed_j, yq, wo_i = _ours_pool_pass_inputs(pool, y, w_obs)
     paths = {
         "ours_test": lambda: randomization_test(pool, y, w_obs).p_value,
-        "ours_pool_pass": lambda: _pool_products(packed_j, yq, wo_i),
+        "ours_pool_pass": lambda: pool_products(packed_j, yq, wo_i),
         "numpy_astype": lambda: numpy_test(w_bool, y, w_obs, n_t)[1],
         "numpy_f32": lambda: numpy_test_f32(w_f32, y, w_obs, n_t)[1],
         "naive_jax": lambda: naive_jax_test(wj, yj, wobj),
@@ -604,20 +605,20 @@ class NaiveJaxInversion:
 
 
 def _ours_eval_count(pool, y, w_obs) -> tuple[int, int]:
-    """(scalar p evaluations, grid taus) of one `fiducial_interval` call: `_DiffMeans.p` wrapped
+    """(scalar p evaluations, grid taus) of one `fiducial_interval` call: `DiffMeans.p` wrapped
     with a counter for one untimed call (the library itself is not changed)."""
     calls: list[int] = []
-    orig = _inference._DiffMeans.p
+    orig = DiffMeans.p
 
     def counting(self, tau, alternative="two-sided"):
         calls.append(np.atleast_1d(np.asarray(tau)).size)
         return orig(self, tau, alternative)
 
-    _inference._DiffMeans.p = counting
+    DiffMeans.p = counting
     try:
         fiducial_interval(pool, y, w_obs, alpha=ALPHA)
     finally:
-        _inference._DiffMeans.p = orig
+        DiffMeans.p = orig
     return sum(1 for c in calls if c == 1), sum(c for c in calls if c > 1)
 
 
@@ -627,13 +628,13 @@ def _inversion_one(s: dict[str, Any], tag: str, pool, inp: dict[str, Any]) -> di
     nj_inv = NaiveJaxInversion(inp["wj"], y, w_obs)
     y64 = y.astype(np.float64)
     scale = float(np.std(y64)) or 1.0
-    st = _inference._DiffMeans(pool, y64, w_obs)
+    st = DiffMeans(pool, y64, w_obs)
     tau_probe = st.start + 0.05 * scale
     paths = {
         "ours": lambda: fiducial_interval(pool, y, w_obs, alpha=ALPHA).high,
         # the same bisection without input checks and the 201-point grid for plots
-        "ours_invert_only": lambda: _inference._invert(
-            _inference._DiffMeans(pool, y64, w_obs), ALPHA, scale, 1e-6 * scale
+        "ours_invert_only": lambda: invert_test(
+            DiffMeans(pool, y64, w_obs), ALPHA, scale, 1e-6 * scale
         ),
         "numpy": lambda: np_inv.interval()[1],
         "naive_jax": lambda: nj_inv.interval()[1],
@@ -645,7 +646,7 @@ def _inversion_one(s: dict[str, Any], tag: str, pool, inp: dict[str, Any]) -> di
     kw = dict(warmup=3, reps=max(s["reps"], 20), min_reps=5, budget_s=1.0)
     parts = common.time_paths(
         {
-            "ours_setup": lambda: _inference._DiffMeans(pool, y64, w_obs).k,
+            "ours_setup": lambda: DiffMeans(pool, y64, w_obs).k,
             "ours_one_p": lambda: st.p(tau_probe)[0],
         },
         **kw,
@@ -975,7 +976,7 @@ def make_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "naive JAX (jit over (K, n) float32 pool on device)",
                 tps["naive_jax"],
                 better="higher",
-                note="ours: _pool_products(packed pool on device, int32 fixed-point y, w_obs) as "
+                note="ours: pool_products(packed pool on device, int32 fixed-point y, w_obs) as "
                 "randomization_test calls it: "
                 + (
                     "unpackbits + (K, n) @ (n, 2) (n <= 256)"
@@ -1140,7 +1141,7 @@ def tests_sentence(report: dict[str, Any]) -> str:
         )
         parts.append(
             f"{tag}: ours {m['ours_test']:.2f} ms per test ({cmp}), of which the pool pass "
-            f"(`_pool_products`) {m['ours_pool_pass']:.2f} ms; naive JAX over a float32 pool "
+            f"(`pool_products`) {m['ours_pool_pass']:.2f} ms; naive JAX over a float32 pool "
             f"{m['naive_jax']:.2f} ms; NumPy {m['numpy_astype']:.2f} ms (astype per test) / "
             f"{m['numpy_f32']:.2f} ms (float32 pool); p {t['p_values']['ours']:.4g} (ours) vs "
             f"{t['p_values']['numpy']:.4g} (NumPy) / {t['p_values']['naive_jax']:.4g} (naive JAX)"
@@ -1187,7 +1188,7 @@ def inversion_sentence(report: dict[str, Any]) -> str:
         f"K = {a['k']}): ours is `fiducial_interval` (one pass over the packed pool, then each "
         "p(tau) is O(K) host vector work; bisection on exact p-values to 1e-6·std(y), then a "
         f"{a['ours_grid_taus']}-point p grid for plots, included in its time); each peer runs the "
-        "same doubling + bisection (a mirror of `_invert`, same tolerance) but recomputes the "
+        "same doubling + bisection (a mirror of `invert_test`, same tolerance) but recomputes the "
         "difference in means over the unpacked float32 pool (prepared outside the timing) for "
         "every tau: "
         + "; ".join(parts)

@@ -53,7 +53,6 @@ import numpy as np
 from scipy import stats
 
 from science import rerandomization as rr
-from science.rerandomization import _job, _plots
 
 SIZE = os.environ.get("RR_NOTEBOOK_SIZE", "small")
 OUT = Path(os.environ.get("RR_NOTEBOOK_OUT", "out/rerandomization_notebook"))
@@ -70,7 +69,7 @@ key = jax.random.key(2012)
 # married, no high-school degree, and earnings in 1974 and 1975. The outcome is 1978 earnings (US$).
 
 # %%
-df, tcol, ycol, covs = _job.load_dataset("nsw")
+df, tcol, ycol, covs = rr.load_dataset("nsw")
 w = df[tcol].to_numpy().astype(bool)
 y = df[ycol].to_numpy(dtype=np.float64)
 X = df[covs]
@@ -106,8 +105,8 @@ for r in rows:
         f"{r.name:>9}: observed SMD {r.observed_smd:+.2f} randomization sd, std. diff {r.observed_std_diff:+.3f}"
     )
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
-_plots.plot_balance(rows, ax=axes[0])
-_plots.plot_balance_distribution(pool_cr, d, ax=axes[1], observed=m_obs)
+rr.plot_balance(rows, ax=axes[0])
+rr.plot_balance_distribution(pool_cr, d, ax=axes[1], observed=m_obs)
 fig.savefig(OUT / "nsw_balance.png", dpi=120)
 
 # %% [markdown]
@@ -139,8 +138,8 @@ summary["nsw"] |= {
     "pool": pool_cr.size,
 }
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True)
-_plots.plot_randomization(test, ax=axes[0], label="difference in 1978 earnings ($)")
-_plots.plot_interval(interval, ax=axes[1])
+rr.plot_randomization(test, ax=axes[0], label="difference in 1978 earnings ($)")
+rr.plot_interval(interval, ax=axes[1])
 fig.savefig(OUT / "nsw_test.png", dpi=120)
 
 # %% [markdown]
@@ -191,8 +190,8 @@ for r in drows:
         f"{r.power:.2f}+-{r.power_se:.2f}   {r.mean_width:.3f}"
     )
 print("recommended p_a:", recommended)
-_plots.plot_design(drows, recommended)
-plt.gcf().savefig(OUT / "design.png", dpi=120)
+design_axes = rr.plot_design(drows, recommended)
+design_axes[0].figure.savefig(OUT / "design.png", dpi=120)
 summary["design"] = {"recommended": recommended, "rows": [r.__dict__ for r in drows]}
 
 # %% [markdown]
@@ -293,7 +292,7 @@ summary["exact20"] = {"pool": small.size, "p_value": exact.p_value}
 # person; here it is analysed as complete randomization of the analysed sample.)
 
 # %%
-dh, th, yh_col, covh = _job.load_dataset("thornton_hiv")
+dh, th, yh_col, covh = rr.load_dataset("thornton_hiv")
 wh = dh[th].to_numpy().astype(bool)
 yh = dh[yh_col].to_numpy(dtype=np.float64)
 pool_h = rr.draw_pool(jax.random.fold_in(key, 5), dh[covh], int(wh.sum()), n_accepted=K)
@@ -314,7 +313,7 @@ summary["thornton"] = {
     "interval": [int_h.low, int_h.high],
 }
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True)
-_plots.plot_randomization(test_h, ax=axes[0], label="difference in share who learned their result")
-_plots.plot_balance(rr.balance_table(pool_h, dh[covh], treatment=wh), ax=axes[1])
+rr.plot_randomization(test_h, ax=axes[0], label="difference in share who learned their result")
+rr.plot_balance(rr.balance_table(pool_h, dh[covh], treatment=wh), ax=axes[1])
 fig.savefig(OUT / "thornton.png", dpi=120)
 (OUT / "summary.json").write_text(json.dumps(summary, indent=1, default=float))

@@ -17,13 +17,18 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from jaxaccel import runtime
+
 __all__ = ["Covariates", "BALANCES", "RerandomizationError"]
 
 BALANCES = ("mahalanobis", "standardized", "max_smd")
 
 
-class RerandomizationError(ValueError):
-    """Bad input to a rerandomization design or test (the message names the argument)."""
+class RerandomizationError(runtime.InputError):
+    """Bad input to a rerandomization design or test (the message names the argument).
+
+    A `jaxaccel.InputError`, hence a `jaxaccel.Error` and a `ValueError`.
+    """
 
 
 def check_units(n_units: int, n_treated: object) -> int:

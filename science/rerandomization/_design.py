@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from ._balance import Covariates, RerandomizationError, check_units
-from ._inference import _DiffMeans, _invert
+from ._inference import DiffMeans, invert_test
 from ._pool import Pool, acceptance_threshold, draw_pool
 
 __all__ = ["variance_reduction", "balance_table", "BalanceRow", "choose_threshold", "DesignRow"]
@@ -205,10 +205,10 @@ def choose_threshold(
         for s in range(n_sims):
             w = pool.assignments(s % pool.size, s % pool.size + 1)[0]
             y = signal + noise[s] + tau * w
-            st = _DiffMeans(pool, y, w)
+            st = DiffMeans(pool, y, w)
             pvals.append(float(st.p(0.0)[0]))
             ests.append(st.estimate)
-            lo, hi = _invert(st, alpha, float(np.std(y)), 1e-4 * float(np.std(y)))
+            lo, hi = invert_test(st, alpha, float(np.std(y)), 1e-4 * float(np.std(y)))
             widths.append(hi - lo)
         power = float(np.mean(np.asarray(pvals) <= alpha))
         v_a = float(variance_reduction(p, cov.dim))

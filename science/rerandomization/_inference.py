@@ -31,7 +31,15 @@ import numpy as np
 from ._balance import RerandomizationError
 from ._pool import Pool
 
-__all__ = ["TestResult", "randomization_test", "fiducial_interval", "Interval"]
+__all__ = [
+    "TestResult",
+    "randomization_test",
+    "fiducial_interval",
+    "Interval",
+    "DiffMeans",
+    "invert_test",
+    "pool_products",
+]
 
 ALTERNATIVES = ("two-sided", "greater", "less")
 
@@ -67,11 +75,21 @@ _BYTE_BITS = ((np.arange(256)[:, None] >> (7 - np.arange(8))[None, :]) & 1).asty
 
 
 @jax.jit
-def _pool_products(packed, y, w_obs):
-    """(w . y, w . w_obs) for each packed assignment of a chunk, read from the packed bytes: per
-    byte position a 256-entry table of the partial sums of its 8 units, then one gather-sum (8x
-    fewer additions than unpacking to bits and a matrix product; measured 1.2-1.6x faster on CPU
-    at n = 1000-5000, benchmarks/rerandomization.py). Small n unpack and multiply instead."""
+def pool_products(packed, y, w_obs):
+    """The one pass over a pool behind every difference-in-means test: ``(w_k . y, w_k . w_obs)``.
+
+    Args:
+        packed: (K, ceil(n / 8)) uint8, bit-packed assignments (a chunk of ``Pool.packed``).
+        y: (n,) outcomes (int32 fixed-point for exact sums, as `DiffMeans` passes them).
+        w_obs: (n,) the observed assignment (same dtype as ``y``).
+
+    Returns:
+        (K, 2): per assignment, its sum of ``y`` over treated units and its overlap with
+        ``w_obs``. Read from the packed bytes: per byte position a 256-entry table of the partial
+        sums of its 8 units, then one gather-sum (8x fewer additions than unpacking to bits and a
+        matrix product; measured 1.2-1.6x faster on CPU at n = 1000-5000,
+        benchmarks/rerandomization.py). Small n (<= 256) unpack and multiply instead.
+    """
     nb = packed.shape[1]
     cols = jnp.stack([y, w_obs], axis=1)
     if y.shape[0] <= 256:
@@ -90,7 +108,7 @@ def _products(pool: Pool, y, w_obs, chunk=32768):
         part = pool.packed[s : s + rows]
         if part.shape[0] < rows:
             part = np.concatenate([part, np.zeros((rows - part.shape[0], part.shape[1]), np.uint8)])
-        out.append(np.asarray(_pool_products(jnp.asarray(part), yf, wf), dtype=np.float64))
+        out.append(np.asarray(pool_products(jnp.asarray(part), yf, wf), dtype=np.float64))
     ao = np.concatenate(out)[: pool.size]
     return ao[:, 0], ao[:, 1]
 
@@ -128,8 +146,15 @@ class TestResult:
         return 1 / self.n_pool if self.exact else 1 / (self.n_pool + 1)
 
 
-class _DiffMeans:
-    """p(tau) for the difference in means from two pool products (see the module docstring).
+class DiffMeans:
+    """The difference-in-means randomization test of every sharp null at once: ``p(tau)``.
+
+    ``DiffMeans(pool, y, w_obs)`` makes one pass over the pool (`pool_products`); afterwards
+    ``p(taus)`` (the p-values of the sharp nulls ``Y_i(1) - Y_i(0) = tau``, for an array of taus)
+    and ``null_distribution(taus)`` cost O(K) each, which is what test inversion
+    (`invert_test`, `fiducial_interval`) needs. ``estimate`` is the observed difference in means,
+    ``start`` where the inversion starts, ``k`` the pool size. Inputs are not checked here
+    (`randomization_test` checks them): ``y`` float64 (n,), ``w_obs`` boolean (n,).
 
     With fixed-point outcomes ``yq`` (grid ``unit``), ``S = sum yq``, ``a_k = w_k . yq`` and
     ``o_k = w_k . w_obs``: ``(n_t n_c) dm_k(tau) = unit (n a_k - n_t S) - tau (n o_k - n_t^2)``,
@@ -222,7 +247,7 @@ def _setup(pool, outcome, treatment, statistic, alternative):
                 "from this design"
             )
     if statistic == "diff_means":
-        return _DiffMeans(pool, y, w)
+        return DiffMeans(pool, y, w)
     if callable(statistic):
         return _UserStat(pool, y, w, statistic)
     raise RerandomizationError(
@@ -254,7 +279,7 @@ def randomization_test(
     st = _setup(pool, outcome, treatment, statistic, alternative)
     dist, obs = st.null_distribution(null_effect)
     p = float(st.p(null_effect, alternative)[0])
-    diff_means = isinstance(st, _DiffMeans)
+    diff_means = isinstance(st, DiffMeans)
     shift = null_effect if diff_means else 0.0
     return TestResult(
         statistic=st.estimate if diff_means else float(obs[0]),
@@ -288,9 +313,10 @@ class Interval:
     connected: bool
 
 
-def _invert(st, alpha: float, scale: float, tol: float) -> tuple[float, float]:
-    """Ends of {tau : p(tau) > alpha} around the difference in means: doubling steps outwards until the test
-    rejects, then bisection to ``tol``."""
+def invert_test(st, alpha: float, scale: float, tol: float) -> tuple[float, float]:
+    """Ends of ``{tau : p(tau) > alpha}`` for a test ``st`` (e.g. a `DiffMeans`): from
+    ``st.start``, steps of ``0.05 * scale`` doubling outwards until the test rejects, then
+    bisection to ``tol``. `fiducial_interval` is this plus input checks and a p(tau) grid."""
     ends = []
     for sign in (-1.0, 1.0):
         inside, step = st.start, 0.05 * scale
@@ -343,10 +369,10 @@ def fiducial_interval(
     scale = float(np.std(y)) or 1.0
     tol = 1e-6 * scale if tol is None else tol
     est = st.start
-    low, high = _invert(st, alpha, scale, tol)
+    low, high = invert_test(st, alpha, scale, tol)
     pad = 0.5 * (high - low) + tol
     taus = np.linspace(low - pad, high + pad, grid)
-    if isinstance(st, _DiffMeans):
+    if isinstance(st, DiffMeans):
         pv = st.p(taus)
     else:
         pv = np.array([st.p(t)[0] for t in taus])

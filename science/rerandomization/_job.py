@@ -9,54 +9,41 @@ sample, shipped by the ``causaldata`` package: 445 men, 185 treated, outcome 197
 
 The design is complete randomization (``--accept-prob``/``--threshold`` unset: the NSW was
 completely randomized) or rerandomization accepting Mahalanobis balance below a threshold.
-Writes to ``--out``: ``pool.npz`` (the pool; reused on rerun with the same settings: resume),
-``summary.json`` (design, throughput, observed balance, test p-value, interval, balance and design
-tables), ``balance.md``, ``assignment.csv`` (a fresh acceptable assignment, for a design-only
-run) and the plots ``randomization.png``, ``interval.png``, ``balance.png``,
-``balance_distribution.png`` and ``design.png``.
+Writes to ``--out``: ``summary.json`` (design, throughput, observed balance, test p-value,
+interval, balance and design tables), ``balance.md``, ``assignment.csv`` (a fresh acceptable
+assignment, for a design-only run) and the plots ``randomization.png``, ``interval.png``,
+``balance.png``, ``balance_distribution.png`` and ``design.png``. The pool's draw and the design
+table are checkpointed in ``checkpoint/``: a rerun with the same settings resumes.
 
 Sizes: ``tiny`` (tests: 2000 assignments, a 2-point design table), ``small`` (100 000
 assignments, 7-point design table with 200 simulations each), ``full`` (10^6 assignments, 500
-simulations). Config keys (TOML): ``n_accepted``, ``design_sims``, ``design_pool``,
-``accept_probs``, ``r2``, ``alpha``.
+simulations). Every flag above is also a config key (TOML: ``csv``, ``dataset``, ``treatment``,
+``outcome``, ``covariates``, ``n_treated``, ``accept_prob``, ``threshold``, ``ridge``), besides
+``n_accepted``, ``design_sims``, ``design_pool``, ``accept_probs``, ``r2`` and ``alpha`` (see
+`RerandomizeConfig`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
-import json
 import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated, Literal
 
 import jax
 import numpy as np
 
+from jaxaccel import runtime
+
+from . import _plots
 from ._balance import Covariates, RerandomizationError
-from ._design import balance_table, choose_threshold, variance_reduction
+from ._design import DesignRow, balance_table, choose_threshold, variance_reduction
 from ._inference import fiducial_interval, randomization_test
-from ._pool import Pool, draw_pool
+from ._pool import draw_pool
 
-__all__ = ["main", "run", "load_dataset", "DATASETS", "SIZES"]
+__all__ = ["JOB", "RerandomizeConfig", "load_dataset", "DATASETS"]
 
-SIZES = {
-    "tiny": {"n_accepted": 2000, "design_sims": 20, "design_pool": 300, "accept_probs": (1.0, 0.1)},
-    "small": {
-        "n_accepted": 100_000,
-        "design_sims": 200,
-        "design_pool": 2000,
-        "accept_probs": (1.0, 0.5, 0.2, 0.1, 0.05, 0.01, 0.001),
-    },
-    "full": {
-        "n_accepted": 1_000_000,
-        "design_sims": 500,
-        "design_pool": 5000,
-        "accept_probs": (1.0, 0.5, 0.2, 0.1, 0.05, 0.01, 0.001),
-    },
-}
 DATASETS = {
     "nsw": {
         "module": "nsw_mixtape",
@@ -71,11 +58,105 @@ DATASETS = {
         "covariates": ("age", "distvct", "hiv2004"),
     },
 }
+Probability = Annotated[float, runtime.Range(gt=0, le=1)]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RerandomizeConfig:
+    """Settings of ``jaxaccel rerandomize`` (defaults: the ``small`` size).
+
+    Attributes:
+        csv: a CSV file, one row per unit (``None``: the shipped ``dataset``).
+        dataset: a real experiment shipped by ``causaldata`` (`DATASETS`), used without ``csv``.
+        treatment: the CSV's 0/1 column of the observed assignment (``None``: design only).
+        outcome: the CSV's outcome column (``None``: no analysis).
+        covariates: columns balanced on (default: the data set's, or every numeric CSV column
+            except treatment and outcome).
+        n_treated: treated units of a design-only run (without ``treatment``).
+        accept_prob: rerandomization accepting this fraction of complete randomizations
+            (the best balanced); ``threshold``: accepting Mahalanobis balance <= threshold
+            instead. Neither: complete randomization.
+        ridge: regularises a singular covariate covariance (`Covariates.build`).
+        n_accepted: Monte-Carlo pool size.
+        design_sims, design_pool, accept_probs, r2, alpha: the design table of
+            `choose_threshold` (simulations per acceptance probability, pool size per
+            simulation, the acceptance probabilities, the outcome model's R^2) and the test level.
+    """
+
+    csv: Path | None = None
+    dataset: Literal["nsw", "thornton_hiv"] = "nsw"
+    treatment: str | None = None
+    outcome: str | None = None
+    covariates: Annotated[tuple[str, ...], runtime.Range(ge=1, length=True)] | None = None
+    n_treated: Annotated[int, runtime.Range(ge=2)] | None = None
+    accept_prob: Probability | None = None
+    threshold: Annotated[float, runtime.Range(gt=0)] | None = None
+    ridge: Annotated[float, runtime.Range(ge=0)] = 0.0
+    n_accepted: Annotated[int, runtime.Range(ge=100)] = 100_000
+    design_sims: Annotated[int, runtime.Range(ge=2)] = 200
+    design_pool: Annotated[int, runtime.Range(ge=100)] = 2000
+    accept_probs: Annotated[tuple[Probability, ...], runtime.Range(ge=1, length=True)] = (
+        1.0, 0.5, 0.2, 0.1, 0.05, 0.01, 0.001,
+    )  # fmt: skip
+    r2: Annotated[float, runtime.Range(ge=0, lt=1)] = 0.5
+    alpha: Annotated[float, runtime.Range(gt=0, lt=1)] = 0.05
+
+    def __post_init__(self):
+        if self.accept_prob is not None and self.threshold is not None:
+            raise runtime.ConfigError(
+                f"give accept_prob or threshold, not both (threshold = {self.threshold})",
+                key="accept_prob",
+            )
+        if self.csv is None:
+            for key in ("treatment", "outcome"):
+                if getattr(self, key) is not None:
+                    raise runtime.ConfigError(
+                        f"set only with csv; dataset {self.dataset!r} uses its own column "
+                        f"{DATASETS[self.dataset][key]!r}",
+                        key=key,
+                    )
+            if self.n_treated is not None:
+                raise runtime.ConfigError(
+                    f"set only with a design-only csv; dataset {self.dataset!r} has its treatment",
+                    key="n_treated",
+                )
+        elif self.treatment is None and self.n_treated is None:
+            raise runtime.ConfigError(
+                "needed when the csv has no treatment column (a design-only run)", key="n_treated"
+            )
+        elif self.treatment is not None and self.n_treated is not None:
+            raise runtime.ConfigError(
+                f"the treatment column {self.treatment!r} sets it; give one of them",
+                key="n_treated",
+            )
+        if self.outcome is not None and self.treatment is None:
+            raise runtime.ConfigError(
+                "an analysis needs the observed assignment: set treatment too", key="outcome"
+            )
+        if self.covariates is not None:
+            twice = sorted({c for c in self.covariates if self.covariates.count(c) > 1})
+            if twice:
+                raise runtime.ConfigError(f"{twice[0]!r} is listed twice", key="covariates")
+            for key in ("treatment", "outcome"):
+                if getattr(self, key) in self.covariates:
+                    raise runtime.ConfigError(
+                        f"{getattr(self, key)!r} is the {key} column", key="covariates"
+                    )
+
+
+SIZES = {
+    "tiny": {"n_accepted": 2000, "design_sims": 20, "design_pool": 300, "accept_probs": (1.0, 0.1)},
+    "full": {"n_accepted": 1_000_000, "design_sims": 500, "design_pool": 5000},
+}
 
 
 def load_dataset(name: str):
     """A real experiment shipped by ``causaldata``: (DataFrame, treatment, outcome, covariates).
-    Units with a missing treatment, outcome or covariate are dropped (Thornton's data has them)."""
+
+    ``name`` is one of `DATASETS` (``"nsw"``: LaLonde's NSW job-training experiment, Dehejia-Wahba
+    sample; ``"thornton_hiv"``: Thornton 2008). Units with a missing treatment, outcome or
+    covariate are dropped (Thornton's data has them).
+    """
     if name not in DATASETS:
         raise RerandomizationError(f"dataset: expected one of {sorted(DATASETS)}, got {name!r}")
     import importlib
@@ -85,7 +166,7 @@ def load_dataset(name: str):
         mod = importlib.import_module(f"causaldata.{spec['module']}")
     except ImportError:
         raise RerandomizationError(
-            f"dataset {name!r} needs the causaldata package (pip install causaldata; it is in "
+            f"dataset: {name!r} needs the causaldata package (pip install causaldata; it is in "
             "jaxaccel's science extra)"
         ) from None
     df = mod.load_pandas().data
@@ -94,189 +175,167 @@ def load_dataset(name: str):
     return df, spec["treatment"], spec["outcome"], list(spec["covariates"])
 
 
-def _read_csv(path: Path, treatment, outcome, covariates):
+def _table(config: RerandomizeConfig):
+    """(DataFrame, treatment column, outcome column, covariates, source) of the configured data,
+    every column checked; errors name the config key."""
+    if config.csv is None:
+        df, tcol, ycol, covs = load_dataset(config.dataset)
+        covs = list(config.covariates or covs)
+        source = f"causaldata:{DATASETS[config.dataset]['module']}"
+    else:
+        import pandas as pd
+
+        path = config.csv
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise runtime.ConfigError(f"file {path} {what}", key="csv")
+        try:
+            df = pd.read_csv(path)
+        except (ValueError, OSError, UnicodeDecodeError) as e:
+            raise runtime.ConfigError(f"cannot read {path} as CSV ({e})", key="csv") from None
+        tcol, ycol, source = config.treatment, config.outcome, str(path)
+        for key in ("treatment", "outcome"):
+            col = getattr(config, key)
+            if col is not None and col not in df.columns:
+                raise runtime.ConfigError(
+                    f"column {col!r} not in {path.name}; its columns: {list(df.columns)}", key=key
+                )
+        if config.covariates is None:
+            covs = [
+                c
+                for c in df.columns
+                if c not in (tcol, ycol) and pd.api.types.is_numeric_dtype(df[c])
+            ]
+            if not covs:
+                raise runtime.ConfigError(
+                    f"{path.name} has no numeric column besides treatment and outcome",
+                    key="covariates",
+                )
+        else:
+            covs = list(config.covariates)
+    missing = [c for c in covs if c not in df.columns]
+    if missing:
+        raise runtime.ConfigError(
+            f"{missing} not in {source}; its columns: {list(df.columns)}", key="covariates"
+        )
     import pandas as pd
 
-    if not path.exists():
-        raise RerandomizationError(f"--csv: file {path} does not exist")
-    df = pd.read_csv(path)
-    for arg, col in (("--treatment", treatment), ("--outcome", outcome)):
-        if col is not None and col not in df.columns:
-            raise RerandomizationError(
-                f"{arg}: column {col!r} not in {path.name}: {list(df.columns)}"
-            )
-    if covariates is None:
-        skip = {treatment, outcome}
-        covariates = [
-            c for c in df.columns if c not in skip and np.issubdtype(df[c].dtype, np.number)
-        ]
-    missing = [c for c in covariates if c not in df.columns]
-    if missing:
-        raise RerandomizationError(
-            f"--covariates: {missing} not in {path.name}: {list(df.columns)}"
-        )
-    return df, treatment, outcome, list(covariates)
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    n_accepted: int
-    design_sims: int
-    design_pool: int
-    accept_probs: tuple
-    r2: float = 0.5
-    alpha: float = 0.05
-
-
-def _settings(size, config) -> Settings:
-    base = dict(SIZES[size])
-    unknown = set(config) - {f.name for f in dataclasses.fields(Settings)}
-    if unknown:
-        raise RerandomizationError(f"--config: unknown key(s) {sorted(unknown)}")
-    base.update(config)
-    base["accept_probs"] = tuple(float(p) for p in base["accept_probs"])
-    return Settings(**base)
-
-
-def _parser():
-    from jaxaccel import _cli
-
-    p = _cli.common_parser("rerandomize", (__doc__ or "").split("\n\n")[0])
-    p.add_argument("--csv", type=Path, default=None, help="one row per unit")
-    p.add_argument("--dataset", default="nsw", help=f"without --csv: one of {sorted(DATASETS)}")
-    p.add_argument("--treatment", default=None, help="0/1 column of the observed assignment")
-    p.add_argument("--outcome", default=None, help="outcome column (analysis)")
-    p.add_argument("--covariates", default=None, help="comma-separated covariate columns")
-    p.add_argument("--n-treated", type=int, default=None, help="design-only runs: treated units")
-    p.add_argument(
-        "--accept-prob", type=float, default=None, help="rerandomization acceptance prob."
-    )
-    p.add_argument("--threshold", type=float, default=None, help="Mahalanobis acceptance threshold")
-    p.add_argument("--ridge", type=float, default=0.0, help="regularise a singular covariance")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from jaxaccel import _cli
-
-    ns = _parser().parse_args(argv)
-    common = _cli.parse_common(ns)
-    try:
-        run(ns, common.size, common.seed, common.out, common.config)
-    except RerandomizationError as e:
-        raise SystemExit(f"jaxaccel rerandomize: {e}") from None
-    return 0
-
-
-def run(ns: argparse.Namespace, size: str, seed: int, out: Path, config: dict) -> dict:
-    """Run the job (``ns``: the parsed options above); returns the summary."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from . import _plots
-
-    st = _settings(size, config)
-    covs = (
-        None
-        if ns.covariates is None
-        else [c.strip() for c in ns.covariates.split(",") if c.strip()]
-    )
-    if ns.csv is not None:
-        df, tcol, ycol, covs = _read_csv(ns.csv, ns.treatment, ns.outcome, covs)
-        source = str(ns.csv)
-    else:
-        df, tcol, ycol, default_covs = load_dataset(ns.dataset)
-        covs = covs or default_covs
-        source = f"causaldata:{DATASETS[ns.dataset]['module']}"
-    x = df[covs]
-    cov = Covariates.build(x, ridge=ns.ridge)
-    w = None
+    for key, cols in (("covariates", covs), ("outcome", [ycol] if ycol else [])):
+        for c in cols:
+            if not pd.api.types.is_numeric_dtype(df[c]):
+                raise runtime.ConfigError(f"column {c!r} is not numeric", key=key)
+            bad = ~np.isfinite(df[c].to_numpy(np.float64))
+            if bad.any():
+                raise runtime.ConfigError(
+                    f"column {c!r} has {int(bad.sum())} missing or non-finite value(s), e.g. row "
+                    f"{int(np.nonzero(bad)[0][0])}; drop or impute those units first",
+                    key=key,
+                )
+    n = len(df)
     if tcol is not None:
         tv = df[tcol].to_numpy()
         if not np.isin(tv, (0, 1)).all():
-            raise RerandomizationError(f"--treatment: column {tcol!r} must be 0/1")
-        w = tv.astype(bool)
-    n_t = int(w.sum()) if w is not None else ns.n_treated
-    if n_t is None:
-        raise RerandomizationError("--n-treated: needed when there is no --treatment column")
-    key = jax.random.key(seed)
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            [source, covs, n_t, ns.accept_prob, ns.threshold, ns.ridge, seed, st.n_accepted]
-        ).encode()
-    ).hexdigest()[:12]
-    pool_path = out / f"pool-{fingerprint}.npz"
-    t0 = time.perf_counter()
-    if pool_path.exists():
-        pool = Pool.load(pool_path)
-        print(f"[rerandomize] resumed pool from {pool_path.name} ({pool.size} assignments)")
-        rate = None
+            odd = np.unique(tv[~np.isin(tv, (0, 1))])[:3].tolist()
+            raise runtime.ConfigError(
+                f"column {tcol!r} must be 0/1 (the observed assignment), found {odd}",
+                key="treatment",
+            )
+        n_t, key = int(tv.sum()), "treatment"
     else:
-        pool = draw_pool(
-            key,
-            x,
-            n_t,
-            accept_prob=ns.accept_prob,
-            threshold=ns.threshold,
-            n_accepted=st.n_accepted,
-            ridge=ns.ridge,
-            progress=True,
+        n_t, key = int(config.n_treated), "n_treated"
+    if not 2 <= n_t <= n - 2:
+        raise runtime.ConfigError(
+            f"{n_t} treated of {n} units: each arm needs at least 2 units", key=key
         )
-        rate = pool.n_candidates / (time.perf_counter() - t0)
-        pool.save(pool_path)
-        print(
-            f"[rerandomize] pool: {pool.size} of {pool.n_candidates} candidates "
-            f"({rate:,.0f} candidates/s incl. compile), threshold {pool.threshold:.4g}"
-        )
-    summary: dict = {
+    return df, tcol, ycol, covs, source
+
+
+def check_inputs(config: RerandomizeConfig) -> None:
+    """Cheap checks before any pool is drawn: the data, its columns, the design's balance."""
+    df, tcol, _, covs, _ = _table(config)
+    cov = Covariates.build(df[covs], ridge=config.ridge)
+    if tcol is not None and config.threshold is not None:
+        m_obs = float(cov.distance(df[tcol].to_numpy().astype(bool)[None])[0])
+        if m_obs > config.threshold * (1 + 1e-5):
+            raise runtime.ConfigError(
+                f"the observed assignment's balance {m_obs:.4g} is above it: the observed "
+                "assignment could not have come from this design",
+                key="threshold",
+            )
+
+
+def science(
+    config: RerandomizeConfig, *, key: jax.Array, out: Path, progress: bool = True
+) -> runtime.Summary:
+    """Draw the pool, analyse the observed assignment (if any), tabulate the design."""
+    df, tcol, ycol, covs, source = _table(config)
+    x = df[covs]
+    cov = Covariates.build(x, ridge=config.ridge)
+    w = None if tcol is None else df[tcol].to_numpy().astype(bool)
+    n_t = int(w.sum()) if w is not None else int(config.n_treated)
+    k_pool, k_design = jax.random.split(key)
+    t0 = time.perf_counter()
+    pool = draw_pool(
+        k_pool,
+        x,
+        n_t,
+        accept_prob=config.accept_prob,
+        threshold=config.threshold,
+        n_accepted=config.n_accepted,
+        ridge=config.ridge,
+        progress=progress,
+        checkpoint=out / "checkpoint",
+    )
+    rate = pool.n_candidates / (time.perf_counter() - t0)
+    results: dict = {
         "source": source,
         "n_units": cov.n_units,
         "n_treated": n_t,
         "covariates": covs,
         "design": {
-            "accept_prob": ns.accept_prob,
+            "accept_prob": config.accept_prob,
             "threshold": pool.threshold,
             "exact": pool.exact,
             "pool_size": pool.size,
             "n_candidates": pool.n_candidates,
             "acceptance_rate": pool.acceptance_rate,
-            "candidates_per_s": rate,
             "v_a": float(variance_reduction(min(1.0, pool.acceptance_rate), cov.dim)),
         },
     }
+    lines = [
+        f"pool: {pool.size} of {pool.n_candidates} candidates, threshold {pool.threshold:.4g}; "
+        f"{rate:,.0f} candidates/s (incl. compile; a resumed draw counts only what it drew)"
+    ]
     if w is not None:
         from scipy import stats
 
         m_obs = float(cov.distance(w[None])[0])
-        summary["observed_balance"] = {
+        results["observed_balance"] = {
             "mahalanobis": m_obs,
             "chi2_cdf": float(stats.chi2.cdf(m_obs, cov.dim)),
             "pool_fraction_below": float(np.mean(pool.balance <= m_obs)),
         }
         if m_obs > pool.threshold * (1 + 1e-5):
             raise RerandomizationError(
-                f"--treatment: the observed assignment's balance {m_obs:.4g} is above the design's "
-                f"threshold {pool.threshold:.4g}: it could not have come from this design"
+                f"accept_prob: the observed assignment's balance {m_obs:.4g} is above the "
+                f"design's threshold {pool.threshold:.4g}: it could not have come from this design"
             )
     rows = balance_table(pool, x, treatment=w)
-    summary["balance"] = [dataclasses.asdict(r) for r in rows]
+    results["balance"] = [dataclasses.asdict(r) for r in rows]
     (out / "balance.md").write_text(_balance_md(rows))
-    _save(_plots.plot_balance(rows), out / "balance.png", plt)
+    files = ["balance.md", "balance.png", "balance_distribution.png", "design.png"]
+    _save(_plots.plot_balance(rows), out / "balance.png")
+    observed = results.get("observed_balance", {}).get("mahalanobis")
     _save(
-        _plots.plot_balance_distribution(
-            pool, cov.dim, observed=summary.get("observed_balance", {}).get("mahalanobis")
-        ),
+        _plots.plot_balance_distribution(pool, cov.dim, observed=observed),
         out / "balance_distribution.png",
-        plt,
     )
     if ycol is not None and w is not None:
         y = df[ycol].to_numpy(dtype=np.float64)
         t1 = time.perf_counter()
         test = randomization_test(pool, y, w)
-        interval = fiducial_interval(pool, y, w, alpha=st.alpha)
-        summary["analysis"] = {
+        interval = fiducial_interval(pool, y, w, alpha=config.alpha)
+        results["analysis"] = {
             "outcome": ycol,
             "estimate": test.statistic,
             "p_value": test.p_value,
@@ -284,53 +343,59 @@ def run(ns: argparse.Namespace, size: str, seed: int, out: Path, config: dict) -
             "interval": [interval.low, interval.high],
             "level": interval.level,
             "interval_connected": interval.connected,
-            "seconds": time.perf_counter() - t1,
         }
-        print(
-            f"[rerandomize] {ycol}: difference in means {test.statistic:.4g}, randomization "
-            f"p = {test.p_value:.4g}, {100 * interval.level:.0f}% interval "
-            f"[{interval.low:.4g}, {interval.high:.4g}]"
+        lines.append(
+            f"{ycol}: difference in means {test.statistic:.4g}, randomization p = "
+            f"{test.p_value:.4g}, {100 * interval.level:.0f}% interval [{interval.low:.4g}, "
+            f"{interval.high:.4g}] ({time.perf_counter() - t1:.1f} s)"
         )
-        _save(_plots.plot_randomization(test), out / "randomization.png", plt)
-        _save(_plots.plot_interval(interval), out / "interval.png", plt)
+        _save(_plots.plot_randomization(test), out / "randomization.png")
+        _save(_plots.plot_interval(interval), out / "interval.png")
+        files += ["randomization.png", "interval.png"]
     elif w is None:
         a = pool.assignments(0, 1)[0]
         df.assign(assigned=a.astype(int)).to_csv(out / "assignment.csv", index=False)
-    design_path = out / f"design-{fingerprint}.json"
-    if design_path.exists():
-        design = json.loads(design_path.read_text())
-    else:
-        drows, rec = choose_threshold(
-            jax.random.fold_in(key, 1),
-            x,
-            n_t,
-            accept_probs=st.accept_probs,
-            r2=st.r2,
-            alpha=st.alpha,
-            n_sims=st.design_sims,
-            pool_size=st.design_pool,
-            ridge=ns.ridge,
-        )
-        design = {"rows": [dataclasses.asdict(r) for r in drows], "recommended": rec, "r2": st.r2}
-        design_path.write_text(json.dumps(design, indent=1))
-    summary["threshold_choice"] = design
-    from ._design import DesignRow
-
+        files.append("assignment.csv")
+        lines.append(f"a fresh acceptable assignment: {out / 'assignment.csv'}")
+    design = _design(config, k_design, x, n_t, out, progress)
+    results["threshold_choice"] = design
     axes = _plots.plot_design([DesignRow(**r) for r in design["rows"]], design["recommended"])
-    _save(axes[0], out / "design.png", plt)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
-    return summary
+    _save(axes[0], out / "design.png")
+    lines.append(f"design table: recommended acceptance probability {design['recommended']:g}")
+    return runtime.Summary(
+        job="rerandomize", results=results, table="\n".join(lines), files=tuple(files)
+    )
 
 
-def _json_default(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    raise TypeError(type(v))
+def _design(config, key, x, n_t, out: Path, progress: bool) -> dict:
+    """`choose_threshold`'s table, checkpointed once computed (a rerun reads it back)."""
+    ckpt = runtime.Checkpointer(
+        out / "checkpoint" / "design", runtime.fingerprint("design", config, key, n_t)
+    )
+    found = ckpt.restore({})
+    if found is not None:
+        return found.meta
+    rows, rec = choose_threshold(
+        key,
+        x,
+        n_t,
+        accept_probs=config.accept_probs,
+        r2=config.r2,
+        alpha=config.alpha,
+        n_sims=config.design_sims,
+        pool_size=config.design_pool,
+        ridge=config.ridge,
+        progress=progress,
+    )
+    design = runtime.to_json(
+        {"rows": [dataclasses.asdict(r) for r in rows], "recommended": rec, "r2": config.r2}
+    )
+    ckpt.save(1, {}, meta=design)
+    return design
 
 
-def _save(ax, path, plt):
-    ax.figure.savefig(path, dpi=120)
-    plt.close(ax.figure)
+def _save(ax, path: Path) -> None:
+    runtime.save_figure(ax.figure, path, dpi=120)
 
 
 def _balance_md(rows) -> str:
@@ -347,3 +412,28 @@ def _balance_md(rows) -> str:
             f"{r.variance_ratio:.3f} | {'' if r.expected_ratio is None else f'{r.expected_ratio:.3f}'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+JOB = runtime.Job(
+    name="rerandomize",
+    description=__doc__ or "",
+    config=RerandomizeConfig,
+    science=science,
+    sizes=SIZES,
+    options=(
+        runtime.Option(flag="--csv", key="csv", help="one row per unit"),
+        runtime.Option(
+            flag="--dataset", key="dataset", help=f"without --csv: one of {sorted(DATASETS)}"
+        ),
+        runtime.Option(flag="--treatment", key="treatment", help="0/1 column of the assignment"),
+        runtime.Option(flag="--outcome", key="outcome", help="outcome column (analysis)"),
+        runtime.Option(flag="--covariates", key="covariates", help="comma-separated columns"),
+        runtime.Option(flag="--n-treated", key="n_treated", help="design-only runs: treated units"),
+        runtime.Option(
+            flag="--accept-prob", key="accept_prob", help="rerandomization acceptance prob."
+        ),
+        runtime.Option(flag="--threshold", key="threshold", help="Mahalanobis threshold"),
+        runtime.Option(flag="--ridge", key="ridge", help="regularise a singular covariance"),
+    ),
+    checks=check_inputs,
+)

@@ -1,11 +1,18 @@
 """Plots: the randomization distribution, p(tau) with its interval, a balance ("love") plot and the
-pool's balance distribution against the chi^2_d law."""
+pool's balance distribution against the chi^2_d law.
+
+Each function draws on ``ax`` (``axes``) if given, else on a new figure made with matplotlib's
+object API (`jaxaccel.runtime.figure`: no pyplot state, no backend change), and returns the axes;
+``ax.figure`` is the figure (save it with `jaxaccel.runtime.save_figure` or ``savefig``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+
+from jaxaccel import runtime
 
 from ._design import BalanceRow, DesignRow
 from ._inference import Interval, TestResult
@@ -21,10 +28,8 @@ __all__ = [
 
 
 def _axes(ax, size=(5.5, 3.6)):
-    import matplotlib.pyplot as plt
-
     if ax is None:
-        _, ax = plt.subplots(figsize=size, constrained_layout=True)
+        _, ax = runtime.figure(figsize=size, layout="constrained")
     return ax
 
 
@@ -121,10 +126,8 @@ def plot_balance_distribution(pool: Pool, dim: int | None = None, ax=None, *, ob
 def plot_design(rows: Sequence[DesignRow], recommended: float | None = None, axes=None):
     """The threshold trade-off: simulated power and interval width, and Morgan-Rubin's variance
     reduction, against the acceptance probability."""
-    import matplotlib.pyplot as plt
-
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+        _, axes = runtime.figure(1, 2, figsize=(9, 3.4), layout="constrained")
     p = np.array([r.accept_prob for r in rows])
     ax = axes[0]
     ax.errorbar(

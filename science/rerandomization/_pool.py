@@ -20,9 +20,11 @@ devices the chunks are sharded over.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
-import sys
+import os
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +33,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxaccel import runtime
+
 from ._balance import Covariates, RerandomizationError, check_units, reduce_smd
 
-__all__ = ["Pool", "draw_pool", "MAX_ENUMERATE", "ENUMERATE_HARD_LIMIT", "acceptance_threshold"]
+__all__ = [
+    "Pool",
+    "draw_pool",
+    "candidate_runner",
+    "MAX_ENUMERATE",
+    "ENUMERATE_HARD_LIMIT",
+    "acceptance_threshold",
+]
 
 MAX_ENUMERATE = 2**24
 ENUMERATE_HARD_LIMIT = 2**31 - 1
@@ -128,6 +139,38 @@ def _chunk_fn(cov: Covariates, n_treated, batch, *, exact, rng, table=None, pack
     return one
 
 
+def candidate_runner(
+    covariates: Covariates, n_treated: int, batch: int, *, rng: str = "hash", devices=None
+):
+    """The Monte-Carlo candidate kernel `draw_pool` runs: a jitted ``run(key, chunks)``.
+
+    ``chunks`` is an int32 array of D chunk indices, one per device of ``devices`` (default: the
+    first local device); chunk ``c`` draws ``batch`` uniformly random ``n_treated``-subsets with
+    ``fold_in(key, c)`` and returns their balances (D, batch) and the assignments bit-packed along
+    the units, (D, ceil(n / 8), batch) uint8. `draw_pool` compares the balances with its threshold
+    on the host and keeps the accepted assignments; this function is the part that scales (for
+    benchmarks and custom loops).
+
+    Args:
+        covariates: from `Covariates.build` (its balance function is used).
+        n_treated: treated units per assignment.
+        batch: candidates per chunk (a multiple of 8).
+        rng: ``"hash"`` or ``"threefry"`` (see `draw_pool`).
+        devices: devices to shard the chunks over.
+    """
+    if not isinstance(covariates, Covariates):
+        raise RerandomizationError(
+            f"covariates: expected a Covariates (Covariates.build(x)), got {type(covariates).__name__}"
+        )
+    n_treated = check_units(covariates.n_units, n_treated)
+    if batch < 8 or batch % 8:
+        raise RerandomizationError(f"batch: expected a multiple of 8, >= 8, got {batch}")
+    if rng not in ("hash", "threefry"):
+        raise RerandomizationError(f"rng: expected 'hash' or 'threefry', got {rng!r}")
+    devices = list(jax.devices()[:1] if devices is None else devices)
+    return _runner(_chunk_fn(covariates, n_treated, batch, exact=False, rng=rng), devices)
+
+
 def _runner(one, devices):
     """A jitted function of (key, chunk indices (D,)) -> balances (D, B), packed (D, nb, B),
     each device taking one chunk."""
@@ -189,11 +232,14 @@ class Pool:
         return np.unpackbits(self.packed[start:stop], axis=1, count=self.n_units).astype(bool)
 
     def save(self, path) -> Path:
-        """Write the pool to ``path`` (.npz); `Pool.load` reads it back."""
+        """Write the pool to ``path`` (.npz, atomically); `Pool.load` reads it back."""
         path = Path(path)
         meta = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         arrays = {k: meta.pop(k) for k in ("packed", "balance")}
-        np.savez_compressed(path, **arrays, meta=np.asarray(json.dumps(meta)))
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays, meta=np.asarray(json.dumps(meta)))
+        os.replace(tmp, path)
         return path
 
     @classmethod
@@ -207,24 +253,6 @@ def acceptance_threshold(accept_prob: float, dim: int) -> float:
     from scipy import stats
 
     return float(stats.chi2.ppf(accept_prob, dim))
-
-
-class _Progress:
-    def __init__(self, enabled, total, desc):
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="cand", unit_scale=True, file=sys.stderr)
-
-    def update(self, k, accepted):
-        if self.bar is not None:
-            self.bar.update(k)
-            self.bar.set_postfix(accepted=accepted, refresh=False)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
 
 
 def draw_pool(
@@ -247,6 +275,8 @@ def draw_pool(
     rng: str = "hash",
     calibration: int | None = None,
     progress: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 30.0,
 ) -> Pool:
     """Draw a pool of acceptable randomizations of ``n_treated`` of the n units.
 
@@ -276,6 +306,11 @@ def draw_pool(
         calibration: candidates used for the empirical threshold (default max(10**5, 100 /
             accept_prob)).
         progress: show a progress bar on stderr.
+        checkpoint: a folder where a Monte-Carlo pool's draw is checkpointed (every
+            ``checkpoint_every`` seconds and when done; `jaxaccel.runtime.Checkpointer`): a call
+            with the same arguments resumes there and returns the same pool as an uninterrupted
+            call. A checkpoint of other arguments raises `jaxaccel.CheckpointError`.
+        checkpoint_every: seconds between checkpoints.
     """
     cov = Covariates.build(covariates, names=names, balance=balance, ridge=ridge)
     n = cov.n_units
@@ -325,41 +360,47 @@ def draw_pool(
     )
     if exact:
         return _enumerate(
-            cov, n_treated, threshold, accept_prob, chunk_size, devices, progress, name
+            cov, key, n_treated, threshold, accept_prob, chunk_size, devices, progress, name
         )
+    max_candidates = max_candidates or 1000 * n_accepted
+    settings = (n_treated, threshold, accept_prob, threshold_rule, n_accepted, max_candidates)
+    settings += (chunk_size, rng, name, calibration)
+    data = hashlib.sha256(np.ascontiguousarray(cov.whitened).tobytes()).hexdigest()[:16]
+
+    def ckpt(part):
+        if checkpoint is None:
+            return None
+        fp = runtime.fingerprint("draw_pool", part, key, data, *settings)
+        return runtime.Checkpointer(Path(checkpoint) / part, fp)
+
+    stream = dict(cov=cov, n_treated=n_treated, chunk=chunk_size, devices=devices, rng=rng)
+    stream |= dict(progress=progress, every=checkpoint_every)
     if accept_prob is not None:
         if threshold_rule == "chi2":
             threshold = acceptance_threshold(accept_prob, cov.dim)
         elif accept_prob < 1:
             k_cal = calibration or max(100_000, math.ceil(100 / accept_prob))
             cal = _stream(
-                cov,
-                n_treated,
-                jax.random.fold_in(key, 0x5EED),
-                math.inf,
-                k_cal,
-                k_cal,
-                chunk_size,
-                devices,
-                rng,
-                progress,
+                key=jax.random.fold_in(key, 0x5EED),
+                threshold=math.inf,
+                want=k_cal,
+                max_cand=k_cal,
                 keep=False,
+                desc="calibrate threshold",
+                ckpt=ckpt("calibration"),
+                **stream,
             )[1]
             threshold = float(np.quantile(cal, accept_prob, method="inverted_cdf"))
     threshold = math.inf if threshold is None else float(threshold)
-    max_candidates = max_candidates or 1000 * n_accepted
     n_cand, bal, packed = _stream(
-        cov,
-        n_treated,
-        key,
-        threshold,
-        n_accepted,
-        max_candidates,
-        chunk_size,
-        devices,
-        rng,
-        progress,
+        key=key,
+        threshold=threshold,
+        want=n_accepted,
+        max_cand=max_candidates,
         keep=True,
+        desc="pool",
+        ckpt=ckpt("pool"),
+        **stream,
     )
     if bal.size == 0:
         raise RerandomizationError(
@@ -377,18 +418,62 @@ def draw_pool(
     return Pool(packed, bal, threshold, n, n_treated, n_cand, False, name, accept_prob)
 
 
-def _stream(cov, n_treated, key, threshold, want, max_cand, chunk, devices, rng, progress, keep):
+def _stream(
+    *,
+    cov,
+    n_treated,
+    key,
+    threshold,
+    want,
+    max_cand,
+    chunk,
+    devices,
+    rng,
+    progress,
+    keep,
+    desc,
+    ckpt,
+    every,
+):
     """Monte-Carlo candidates chunk by chunk until ``want`` are accepted or ``max_cand`` drawn:
     (candidates drawn, accepted balances[, accepted packed assignments]). The pool is cut at the
-    ``want``-th accepted candidate in chunk order, so it does not depend on the device count."""
+    ``want``-th accepted candidate in chunk order, so it does not depend on the device count (nor
+    on where a checkpointed draw was resumed: chunk ``c`` always uses ``fold_in(key, c)``)."""
     run = _runner(_chunk_fn(cov, n_treated, chunk, exact=False, rng=rng, pack=keep), devices)
     d = len(devices)
-    bals, packs, got, drawn, step = [], [], 0, 0, 0
-    bar = _Progress(progress, None, "rerandomize")
-    try:
+    nb = -(-cov.n_units // 8)
+    bals = [np.zeros(0, np.float32)]
+    packs = [np.zeros((0, nb), np.uint8)]
+    got = drawn = next_chunk = saves = 0
+    found = None if ckpt is None else ckpt.restore({})
+    if found is not None:
+        got, drawn = int(found.meta["got"]), int(found.meta["drawn"])
+        next_chunk, saves = int(found.meta["next_chunk"]), found.step
+        bals = [found.arrays["balance"]]
+        if keep:
+            packs = [found.arrays["packed"]]
+
+    def save():
+        nonlocal saves
+        bals[:] = [np.concatenate(bals)]
+        arrays = {"balance": bals[0]}
+        if keep:
+            packs[:] = [np.concatenate(packs)]
+            arrays["packed"] = packs[0]
+        saves += 1  # the save count, not the chunk, numbers checkpoints (alternating files)
+        meta = {"got": got, "drawn": drawn, "next_chunk": next_chunk}
+        ckpt.save(saves, {}, arrays=arrays, meta=meta)
+
+    with runtime.Progress(want, desc, unit="assignment", enabled=progress) as bar:
+        bar.resumed(got)
+        last, dirty = time.monotonic(), False
         while got < want and drawn < max_cand:
-            idx = jnp.arange(step * d, (step + 1) * d, dtype=jnp.int32)
-            m, p = run(key, idx)
+            idx = jnp.arange(next_chunk, next_chunk + d, dtype=jnp.int32)
+            if next_chunk == 0 or not dirty:
+                with bar.compiling():
+                    m, p = jax.block_until_ready(run(key, idx))
+            else:
+                m, p = run(key, idx)
             m = np.asarray(m).reshape(-1)
             ok = np.nonzero(m <= threshold)[0][: want - got]
             used = m.size if got + ok.size < want else int(ok[-1]) + 1
@@ -398,17 +483,21 @@ def _stream(cov, n_treated, key, threshold, want, max_cand, chunk, devices, rng,
             bals.append(m[ok])
             got += ok.size
             drawn += used
-            step += 1
-            bar.update(used, got)
-    finally:
-        bar.close()
+            next_chunk += d
+            dirty = True
+            bar.set(got, candidates=drawn)
+            if ckpt is not None and time.monotonic() - last > every:
+                save()
+                last = time.monotonic()
+        if ckpt is not None and dirty:
+            save()
     bal = np.concatenate(bals)
     if keep:
         return drawn, bal, np.concatenate(packs)
     return drawn, bal
 
 
-def _enumerate(cov, n_treated, threshold, accept_prob, chunk, devices, progress, name):
+def _enumerate(cov, key, n_treated, threshold, accept_prob, chunk, devices, progress, name):
     """The full acceptable set by enumerating every assignment in lexicographic order."""
     n = cov.n_units
     total = math.comb(n, n_treated)
@@ -423,11 +512,10 @@ def _enumerate(cov, n_treated, threshold, accept_prob, chunk, devices, progress,
 
     def sweep(keep_below):
         bals, packs = [], []
-        bar = _Progress(progress, total, "enumerate")
-        try:
+        with runtime.Progress(total, "enumerate", unit="assignment", enabled=progress) as bar:
             for s in range(steps):
                 idx = jnp.arange(s * d, (s + 1) * d, dtype=jnp.int32)
-                m, p = run(jax.random.key(0), idx)
+                m, p = run(key, idx)  # the key is unused: enumeration is deterministic
                 m = np.asarray(m).reshape(-1)
                 valid = np.arange(s * d * chunk, (s + 1) * d * chunk) < total
                 ok = np.nonzero(valid & (m <= keep_below))[0] if keep_below is not None else None
@@ -437,9 +525,7 @@ def _enumerate(cov, n_treated, threshold, accept_prob, chunk, devices, progress,
                     p = np.asarray(p)
                     packs.append(p.transpose(0, 2, 1).reshape(-1, p.shape[1])[ok])
                     bals.append(m[ok])
-                bar.update(int(valid.sum()), sum(b.size for b in bals))
-        finally:
-            bar.close()
+                bar.update(int(valid.sum()), accepted=sum(b.size for b in bals))
         return np.concatenate(bals), (np.concatenate(packs) if packs else None)
 
     if accept_prob is not None and accept_prob < 1:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from argparse import Namespace
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,6 @@ import pytest
 from scipy import stats
 
 from science import rerandomization as rr
-from science.rerandomization import _job
 
 
 def _all_assignments(n, nt):
@@ -323,28 +321,14 @@ def test_bad_input_errors():
 # ---- the job ----------------------------------------------------------------------------------
 
 
-def _ns(**kw):
-    base = dict(
-        csv=None,
-        dataset="nsw",
-        treatment=None,
-        outcome=None,
-        covariates=None,
-        n_treated=None,
-        accept_prob=None,
-        threshold=None,
-        ridge=0.0,
-    )
-    return Namespace(**(base | kw))
-
-
 def test_job_on_nsw_and_resume(tmp_path, capsys):
     pytest.importorskip("causaldata")
-    s = _job.run(_ns(), "tiny", 0, tmp_path, {})
+    config = rr.JOB.load(size="tiny")
+    s = rr.JOB.run(config, key=jax.random.key(0), out=tmp_path, progress=False).results
     a = s["analysis"]
     # Dehejia-Wahba NSW sample: 1794.34 difference in 1978 earnings (a classic figure)
     assert a["estimate"] == pytest.approx(1794.34, abs=0.01)
-    df, t, y, _ = _job.load_dataset("nsw")
+    df, t, y, _ = rr.load_dataset("nsw")
     w = df[t].to_numpy().astype(bool)
     assert a["estimate"] == pytest.approx(_dm(df[y].to_numpy(float), w), rel=1e-9)
     assert 0.0005 <= a["p_value"] <= 0.03 and a["interval"][0] < a["estimate"] < a["interval"][1]
@@ -359,13 +343,52 @@ def test_job_on_nsw_and_resume(tmp_path, capsys):
         "summary.json",
     ):
         assert (tmp_path / f).stat().st_size > 200, f
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["job"] == "rerandomize" and summary["config"]["n_accepted"] == 2000
     capsys.readouterr()
-    s2 = _job.run(_ns(), "tiny", 0, tmp_path, {})
-    assert "resumed pool" in capsys.readouterr().out
+    # progress on: the rerun says it resumed the finished pool and reads the design table back
+    s2 = rr.JOB.run(config, key=jax.random.key(0), out=tmp_path, progress=True).results
+    assert "pool: resumed from step 2000" in capsys.readouterr().err
     assert s2["analysis"]["p_value"] == a["p_value"]
+    assert s2["threshold_choice"] == s["threshold_choice"]
 
 
-def test_job_on_a_csv_design_only_and_cli_errors(tmp_path):
+def test_pool_draw_checkpoint_resumes_to_the_same_pool(tmp_path):
+    """A draw cut short (here: its checkpoint after 2 of 5 chunks) resumes to the pool of an
+    uninterrupted draw; another key's checkpoint is refused."""
+    from jaxaccel import runtime
+
+    x = np.random.default_rng(5).normal(size=(40, 3))
+    kw = dict(accept_prob=0.3, n_accepted=600, chunk_size=256, calibration=2000)
+    ref = rr.draw_pool(jax.random.key(4), x, 20, **kw)
+    folder = tmp_path / "ck"
+    # checkpoint_every=0: a save after every chunk; stop after the pool's 2nd save
+    saves = []
+    real_save = runtime.Checkpointer.save
+
+    def save(self, step, state, **k):
+        real_save(self, step, state, **k)
+        if self.folder.name == "pool":
+            saves.append(step)
+            if len(saves) == 2:
+                raise KeyboardInterrupt
+
+    runtime.Checkpointer.save = save
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rr.draw_pool(jax.random.key(4), x, 20, checkpoint=folder, checkpoint_every=0, **kw)
+    finally:
+        runtime.Checkpointer.save = real_save
+    meta = json.loads((folder / "pool" / "checkpoint.json").read_text())["extra"]
+    assert 0 < meta["got"] < 600
+    again = rr.draw_pool(jax.random.key(4), x, 20, checkpoint=folder, checkpoint_every=0, **kw)
+    assert (again.packed == ref.packed).all() and (again.balance == ref.balance).all()
+    assert (again.threshold, again.n_candidates) == (ref.threshold, ref.n_candidates)
+    with pytest.raises(runtime.CheckpointError, match="different run"):
+        rr.draw_pool(jax.random.key(5), x, 20, checkpoint=folder, **kw)
+
+
+def test_job_on_a_csv_design_only(tmp_path):
     rng = np.random.default_rng(0)
     import pandas as pd
 
@@ -373,8 +396,10 @@ def test_job_on_a_csv_design_only_and_cli_errors(tmp_path):
         tmp_path / "u.csv", index=False
     )
     out = tmp_path / "out"
-    out.mkdir()
-    s = _job.run(_ns(csv=tmp_path / "u.csv", n_treated=12, accept_prob=0.2), "tiny", 0, out, {})
+    config = rr.JOB.load(
+        size="tiny", overrides={"csv": str(tmp_path / "u.csv"), "n_treated": 12, "accept_prob": 0.2}
+    )
+    s = rr.JOB.run(config, key=jax.random.key(0), out=out, progress=False).results
     assigned = pd.read_csv(out / "assignment.csv")["assigned"].to_numpy()
     assert assigned.sum() == 12 and "analysis" not in s
     m = rr.Covariates.build(pd.read_csv(tmp_path / "u.csv")[["a", "b", "c"]]).distance(
@@ -382,25 +407,30 @@ def test_job_on_a_csv_design_only_and_cli_errors(tmp_path):
     )
     assert m[0] <= s["design"]["threshold"] * (1 + 1e-5)
     assert json.loads((out / "summary.json").read_text())["covariates"] == ["a", "b", "c"]
-    from science.rerandomization._job import main
 
-    with pytest.raises(SystemExit, match="--covariates: \\['zz'\\]"):
-        main(
-            [
-                "--csv",
-                str(tmp_path / "u.csv"),
-                "--covariates",
-                "a,zz",
-                "--n-treated",
-                "5",
-                "--out",
-                str(out),
-                "--size",
-                "tiny",
-            ]
+
+@pytest.mark.slow
+def test_kill_9_mid_run_resumes_to_the_same_summary(tmp_path):
+    """``jaxaccel rerandomize --size tiny`` killed (SIGKILL) right after its first checkpoint save
+    (the pool), rerun: the same summary as an uninterrupted run."""
+    pytest.importorskip("causaldata")
+    exe = os.path.join(os.path.dirname(sys.executable), "jaxaccel")
+    base = [exe, "rerandomize", "--size", "tiny", "--no-progress", "--out"]
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    env = dict(os.environ, JAXACCEL_KILL_AFTER_SAVES="1")
+    proc = subprocess.run([*base, str(cut)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert (cut / "checkpoint" / "pool" / "checkpoint.json").exists()
+    assert not (cut / "summary.json").exists()
+    env.pop("JAXACCEL_KILL_AFTER_SAVES")
+    for folder in (cut, ref):
+        proc = subprocess.run(
+            [*base, str(folder)], env=env, capture_output=True, text=True, timeout=600
         )
-    with pytest.raises(SystemExit, match="--n-treated"):
-        main(["--csv", str(tmp_path / "u.csv"), "--out", str(out), "--size", "tiny"])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = (json.loads((f / "summary.json").read_text()) for f in (ref, cut))
+    a.pop("wall_seconds"), b.pop("wall_seconds")
+    assert a == b
 
 
 def test_large_n_pool_pass_matches_numpy():
