@@ -21,6 +21,7 @@ from ._balance import (
     Covariates as Covariates,
     RerandomizationError as RerandomizationError,
 )
+from ._data import DATASETS as DATASETS, load_dataset as load_dataset
 from ._design import (
     BalanceRow as BalanceRow,
     DesignRow as DesignRow,
@@ -37,12 +38,7 @@ from ._inference import (
     pool_products as pool_products,
     randomization_test as randomization_test,
 )
-from ._job import (
-    DATASETS as DATASETS,
-    JOB as JOB,
-    RerandomizeConfig as RerandomizeConfig,
-    load_dataset as load_dataset,
-)
+from ._job import JOB as JOB, RerandomizeConfig as RerandomizeConfig
 from ._plots import (
     plot_balance as plot_balance,
     plot_balance_distribution as plot_balance_distribution,
