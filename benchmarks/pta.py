@@ -5,8 +5,8 @@ numpy/scipy likelihood and NumPyro NUTS, on the same inputs in the same process.
 Three parts (float64 throughout: ``jax_enable_x64`` is on, as in the ``pta-compare`` job):
 
 1. **Refit model comparison** on EPTA DR2new (its ``DEFAULT_BINS`` lowest bins): the evidence of
-   every model of ``_spectra.MODELS`` with ours, ``_job.flow_vi(steps, n_draws)`` through
-   ``_compare.run_model`` (ln Z ± s.e., PSIS k-hat, wall time incl. compilation). Peer: the sampler
+   every model of ``pta.MODELS`` with ours, ``pta.flow_vi(steps, n_draws)`` through
+   ``pta.run_model`` (ln Z ± s.e., PSIS k-hat, wall time incl. compilation). Peer: the sampler
    ceffyl / PTArcade use, PTMCMCSampler (``PTSampler``), on the same jitted refit likelihood
    wrapped as numpy callables with the models' own priors. ln Z by thermodynamic integration over
    its temperature ladder (`thermodynamic_log_z`: trapezoid rule in beta, beta = 0 from exact
@@ -27,7 +27,7 @@ Three parts (float64 throughout: ``jax_enable_x64`` is on, as in the ``pta-compa
 3. **Sampling efficiency**: min-ESS per second (the definition of ``benchmarks/samplers.py``:
    min over parameters of min(bulk, tail) ESS for MCMC; Kish ESS of the PSIS weights for flow VI,
    counted only when k-hat < 0.7; wall seconds of the whole call incl. compilation and training)
-   of ours (``_job.flow_vi``) vs NumPyro NUTS (``ss.NUTS``) on the full CURN likelihood (25
+   of ours (``pta.flow_vi``) vs NumPyro NUTS (``ss.NUTS``) on the full CURN likelihood (25
    pulsars, 52 parameters) and on the refit SMBHB model. No analytic truth: each run is checked
    against the other (``benchmarks/gw.py``'s ``rescore``). HD is not sampled here:
    ``jax.vmap(jax.grad(...))`` of the 25-pulsar HD likelihood stalled for batches >= 4-8.
@@ -61,9 +61,8 @@ import scipy.linalg as sla  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # the full likelihood needs float64 (as the job does)
 
-from science import samplers as ss  # noqa: E402
-from science.pta import _compare as cmp, _full, _job, _spectra  # noqa: E402
-from science.pta._freespec import DEFAULT_BINS, load_free_spectrum  # noqa: E402
+from science import pta, samplers as ss  # noqa: E402
+from science.pta import DEFAULT_BINS, load_free_spectrum  # noqa: E402
 
 NAME = "pta"
 TITLE = "PTA: refit model comparison, full likelihood, sampling (`benchmarks/pta.py`)"
@@ -107,7 +106,7 @@ def _settings(quick: bool) -> dict[str, Any]:
             smbhb_nuts={"n_chains": 2, "n_warmup": 100, "n_samples": 200},
         )
     return dict(
-        models=tuple(_spectra.MODELS),
+        models=tuple(pta.MODELS),
         pt_models=PT_MODELS,
         vi=(400, 8000),  # the job's ``small`` size
         # per model: 20000 iterations per temperature, fewer (>= 2000) where the likelihood is
@@ -150,7 +149,7 @@ def thermodynamic_log_z(
     return fine, float(math.hypot(mc, disc)), {"mc_err": mc, "disc_err": disc, "coarse": coarse}
 
 
-def _prior_np(model: _spectra.SpectralModel):
+def _prior_np(model: pta.SpectralModel):
     """The model's independent priors (uniform / normal) as numpy: log-density, sampler, scale."""
     params = model.params
 
@@ -182,14 +181,14 @@ def _ess_1d(x: np.ndarray) -> float:
     return max(float(ess[0]), 1.0)
 
 
-def run_ptmcmc(model: _spectra.SpectralModel, data, bins: int, seed: int, st: dict) -> dict:
+def run_ptmcmc(model: pta.SpectralModel, data, bins: int, seed: int, st: dict) -> dict:
     """PTMCMCSampler on the refit likelihood, one chain per temperature of a geometric ladder in
     beta (1 .. ``beta_min``) plus exact prior draws at beta = 0; ln Z by `thermodynamic_log_z`.
     The wall time covers everything (jit of the likelihood, all chains, the estimate)."""
     from PTMCMCSampler.PTMCMCSampler import PTSampler
 
     t0 = time.perf_counter()
-    _, lik = cmp.refit_target(data, model, bins=bins)
+    _, lik = pta.refit_target(data, model, bins=bins)
     names = model.names
     f = jax.jit(lambda x: lik({n: x[i] for i, n in enumerate(names)}))
     logl = lambda x: float(f(np.asarray(x, np.float64)))
@@ -257,11 +256,11 @@ def refit_part(settings: dict, seed: int = 0) -> dict[str, Any]:
     data = load_free_spectrum(DATASET)
     bins = DEFAULT_BINS[DATASET]
     steps, n_draws = settings["vi"]
-    sampler = _job.flow_vi(steps, n_draws)
+    sampler = pta.flow_vi(steps, n_draws)
     key = jax.random.key(seed)
     # warm-up (not reported): one tiny fit and one tiny ladder pay imports and first-call costs
-    cmp.run_model(key, data, _spectra.MODELS["SMBHB"], _job.flow_vi(20, 200), bins=bins)
-    run_ptmcmc(_spectra.MODELS["SMBHB"], data, bins, 99, dict(n_temps=2, n_iter=2000, beta_min=0.1))
+    pta.run_model(key, data, pta.MODELS["SMBHB"], pta.flow_vi(20, 200), bins=bins)
+    run_ptmcmc(pta.MODELS["SMBHB"], data, bins, 99, dict(n_temps=2, n_iter=2000, beta_min=0.1))
     # (flow VI compiles anew for every model: its wall times include compilation)
     models: dict[str, Any] = {}
     mode = settings["mode"]
@@ -269,7 +268,7 @@ def refit_part(settings: dict, seed: int = 0) -> dict[str, Any]:
         key, k = jax.random.split(key)
 
         def fit(k=k, name=name):
-            run, _ = cmp.run_model(k, data, _spectra.MODELS[name], sampler, bins=bins)
+            run, _ = pta.run_model(k, data, pta.MODELS[name], sampler, bins=bins)
             return {
                 "dim": len(run.names),
                 "ours": {
@@ -295,7 +294,7 @@ def refit_part(settings: dict, seed: int = 0) -> dict[str, Any]:
 
         def peer(name=name):
             try:
-                return run_ptmcmc(_spectra.MODELS[name], data, bins, seed, settings["pt"])
+                return run_ptmcmc(pta.MODELS[name], data, bins, seed, settings["pt"])
             except Exception as e:  # noqa: BLE001 - a failed peer run is a result
                 return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
 
@@ -318,7 +317,7 @@ def refit_part(settings: dict, seed: int = 0) -> dict[str, Any]:
     return {
         "dataset": DATASET,
         "bins": bins,
-        "flow_vi": f"_job.flow_vi(steps={steps}, n_draws={n_draws})",
+        "flow_vi": f"pta.flow_vi(steps={steps}, n_draws={n_draws})",
         "ptmcmc": settings["pt"],
         "models": models,
         "ours_total_s": ours_total,  # sum of the per-model wall times
@@ -346,7 +345,7 @@ class DenseLikelihood:
     straightforward way: the covariance over all TOAs, a Cholesky factorisation, and the
     timing-model projection ``-1/2 [r^T K r + logdet C + logdet(M^T C^-1 M) + (n - m) log 2pi]``.
     CURN is block diagonal: one Cholesky per pulsar. The fixed ``C0 = N + F_dm phi F_dm^T`` is
-    built once (the white variances and chromatic bases from `science.pta._full`'s helpers, so
+    built once (the white variances and chromatic bases from `science.pta`'s helpers, so
     both likelihoods see the same inputs)."""
 
     def __init__(self, pulsars, *, n_red: int = 30, n_gw: int = 10, orf: str = "curn"):
@@ -356,10 +355,10 @@ class DenseLikelihood:
         self.freqs = np.arange(1, n_red + 1) / self.tspan
         self.C0, self.F, self.M, self.r = [], [], [], []
         for p in self.pulsars:
-            sigma2, _ = _full._white_variance(p)
-            U, phi0, _ = _full.chromatic_noise(p)
+            sigma2, _ = pta.white_variance(p)
+            U, phi0, _ = pta.chromatic_noise(p)
             self.C0.append(np.diag(sigma2) + (U * phi0) @ U.T)
-            self.F.append(_full.fourier_basis(p.toas, n_red, self.tspan)[0])
+            self.F.append(pta.fourier_basis(p.toas, n_red, self.tspan)[0])
             self.M.append(p.Mmat / np.linalg.norm(p.Mmat, axis=0))
             self.r.append(p.residuals)
         self.gamma = (
@@ -369,7 +368,7 @@ class DenseLikelihood:
         )
 
     def _pl(self, log10_A: float, gamma: float, f: np.ndarray) -> np.ndarray:
-        phi = 10.0 ** (2 * log10_A) / (12 * math.pi**2) * _full.F_YR_HZ ** (gamma - 3)
+        phi = 10.0 ** (2 * log10_A) / (12 * math.pi**2) * pta.units.F_YR_HZ ** (gamma - 3)
         return np.repeat(phi * f ** (-gamma) / self.tspan, 2)
 
     @staticmethod
@@ -420,7 +419,7 @@ class DenseLikelihood:
 
 def _ours_eval(pulsars, orf: str):
     t0 = time.perf_counter()
-    lik = _full.PTALikelihood(pulsars, orf=orf)
+    lik = pta.PTALikelihood(pulsars, orf=orf)
     build_s = time.perf_counter() - t0
     p = {k: jnp.asarray(v) for k, v in lik.reference_params().items()}
     value = jax.jit(lik.log_likelihood)
@@ -466,7 +465,7 @@ def _compare_dense(psrs, orf: str, settings: dict) -> dict[str, Any]:
 
 
 def full_part(settings: dict) -> dict[str, Any]:
-    pulsars = sorted(_full.load_epta_dr2(), key=lambda p: p.n_toas)
+    pulsars = sorted(pta.load_epta_dr2(), key=lambda p: p.n_toas)
     out: dict[str, Any] = {"enterprise": ENTERPRISE, "cases": {}}
     n_curn = settings["pulsars_curn"]
     sets = {
@@ -514,7 +513,7 @@ def _case(name: str, title: str, make_target, x0: dict, vi: tuple, nuts: dict) -
         std=nan,
         log_z=math.nan,
         truth="the other sampler's run, if it passes its own checks (benchmarks/gw.py rescore)",
-        settings={sb.FLOW_VI: _job.flow_vi(*vi), "nuts": nuts, "mcmc_init_scale": 0.1},
+        settings={sb.FLOW_VI: pta.flow_vi(*vi), "nuts": nuts, "mcmc_init_scale": 0.1},
         init=np.asarray(target.unconstrain(x0), np.float64),
         make_target=make_target,
         extra=lambda x, w: {},  # no physical-unit summaries (gw.rescore calls it)
@@ -526,12 +525,12 @@ def sampling_part(settings: dict) -> dict[str, Any]:
 
     if sb.CLOCK is None:
         sb.CLOCK = sb.CompileClock()
-    pulsars = sorted(_full.load_epta_dr2(), key=lambda p: p.n_toas)
+    pulsars = sorted(pta.load_epta_dr2(), key=lambda p: p.n_toas)
     n = settings["pulsars_curn"]
-    lik = _full.PTALikelihood(pulsars if n is None else pulsars[:n], orf="curn")
+    lik = pta.PTALikelihood(pulsars if n is None else pulsars[:n], orf="curn")
     data = load_free_spectrum(DATASET)
     curn = lambda: ss.Target(lik.log_likelihood, lik.priors())
-    smbhb = lambda: cmp.refit_target(data, _spectra.MODELS["SMBHB"], bins=DEFAULT_BINS[DATASET])[0]
+    smbhb = lambda: pta.refit_target(data, pta.MODELS["SMBHB"], bins=DEFAULT_BINS[DATASET])[0]
     dim = len(lik.param_names)
     cases = [
         _case(
@@ -686,7 +685,7 @@ def make_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 def intro(report: dict[str, Any]) -> str:
     r = report["refit"]
     lines = [
-        "Ours: `science.pta` — flow VI evidences (`_job.flow_vi`, PSIS importance weights) and "
+        "Ours: `science.pta` — flow VI evidences (`pta.flow_vi`, PSIS importance weights) and "
         "the reduced float64 GP likelihood (`PTALikelihood`). Peers: **PTMCMCSampler** "
         f"{report['versions'].get('PTMCMCSampler', '?')} (the sampler ceffyl / PTArcade use; "
         "pip-installed from the registry, without mpi4py: it then cannot swap between "

@@ -45,7 +45,6 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)  # the full likelihood works in float64
 
 from science import pta, samplers as ss  # noqa: E402
-from science.pta import _compare as cmp, _full, _spectra  # noqa: E402
 
 SIZE = os.environ.get("PTA_NOTEBOOK_SIZE", "small")
 OUT = Path(os.environ.get("PTA_NOTEBOOK_OUT", "out/pta_notebook"))
@@ -83,7 +82,7 @@ fig.savefig(OUT / "free_spectra.png", dpi=90)
 # conversions to $h_c$ and to $\rho$ per bin live in `science.pta.units`.
 
 # %%
-for name, model in _spectra.MODELS.items():
+for name, model in pta.MODELS.items():
     prior = ", ".join(f"{p.name}" for p in model.params)
     print(f"{name:11s} ({prior})")
 
@@ -95,8 +94,8 @@ for name, model in _spectra.MODELS.items():
 # %%
 epta = data["epta_dr2new"]
 bins = pta.DEFAULT_BINS["epta_dr2new"]
-smbhb = _spectra.MODELS["SMBHB"]
-target, lik = cmp.refit_target(epta, smbhb, bins=bins)
+smbhb = pta.MODELS["SMBHB"]
+target, lik = pta.refit_target(epta, smbhb, bins=bins)
 grid_a = np.linspace(-18, -11, 701)
 grid_g = np.linspace(0, 7, 701)
 batched = jax.jit(
@@ -116,33 +115,31 @@ print(
 # ## 4. Bayes factors of a few models on three data sets
 
 # %%
-models = ["SMBHB", "SIGW-DELTA", "DW"] if SIZE == "tiny" else list(_spectra.MODELS)
+models = ["SMBHB", "SIGW-DELTA", "DW"] if SIZE == "tiny" else list(pta.MODELS)
 datasets = ["epta_dr2new"] if SIZE == "tiny" else list(pta.DATASETS)
 runs = []
 for name in datasets:
     for m in models:
-        run, _ = cmp.run_model(
+        run, _ = pta.run_model(
             jax.random.key(1),
             data[name],
-            _spectra.MODELS[m],
+            pta.MODELS[m],
             sampler,
             bins=pta.DEFAULT_BINS[name],
             out=OUT / "runs" / name / m,
         )
         runs.append(run)
-rows = cmp.bayes_factors(runs)
-print(cmp.format_table(rows))
+rows = pta.bayes_factors(runs)
+print(pta.format_table(rows))
 
 # %% [markdown]
-# The models' posterior spectra over the EPTA violins:
+# The models' posterior spectra over the EPTA violins (`spectrum_curves` draws from each fit's
+# saved posterior; `plot_spectra` returns the figure, shown below in Jupyter):
 
 # %%
-from science.pta._job import _spectrum_curves  # noqa: E402
-
-curves = _spectrum_curves(
-    epta, [r for r in runs if r.dataset == "epta_dr2new"], _spectra.MODELS, bins
-)
-cmp.plot_spectra(OUT / "spectra_epta_dr2new.png", epta, curves, bins=bins)
+epta_runs = [r for r in runs if r.dataset == "epta_dr2new"]
+curves = pta.spectrum_curves(epta, epta_runs, bins=bins, key=jax.random.key(4))
+pta.plot_spectra(OUT / "spectra_epta_dr2new.png", epta, curves, bins=bins)
 
 # %% [markdown]
 # ## 5. The full likelihood on EPTA DR2 timing data
@@ -150,10 +147,10 @@ cmp.plot_spectra(OUT / "spectra_epta_dr2new.png", epta, curves, bins=bins)
 # process sampled. HD correlations against an uncorrelated common process at the same parameters:
 
 # %%
-names = sorted(p.stem for p in _full.default_data_folder().glob("*.feather"))
-pulsars = _full.load_epta_dr2(pulsars=names[:4] if SIZE == "tiny" else None)
-curn = _full.PTALikelihood(pulsars, orf="curn")
-hd = _full.PTALikelihood(pulsars, orf="hd")
+names = sorted(p.stem for p in pta.epta_dr2_folder().glob("*.feather"))
+pulsars = pta.load_epta_dr2(pulsars=names[:4] if SIZE == "tiny" else None)
+curn = pta.PTALikelihood(pulsars, orf="curn")
+hd = pta.PTALikelihood(pulsars, orf="hd")
 p0 = curn.reference_params(gw_log10_A=-14.5, gw_gamma=13 / 3)
 print(
     f"{len(pulsars)} pulsars: ln L(HD) - ln L(CURN) at the reference point = "

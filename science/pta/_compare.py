@@ -19,9 +19,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxaccel import runtime
+
 from ._freespec import FreeSpectrum, RefitLikelihood
 
 __all__ = [
+    "flow_vi",
+    "posterior_draws",
+    "spectrum_curves",
+    "hellinger_vs_nuts",
+    "free_spectrum_vs_shipped",
     "ModelRun",
     "refit_target",
     "run_model",
@@ -84,18 +91,30 @@ class ModelRun:
         return dataclasses.asdict(self)
 
 
-def _quantiles(result) -> dict[str, list[float]]:
-    x = result.resample(jax.random.key(0), 4000)
+def _quantiles(result, key) -> dict[str, list[float]]:
+    x = result.resample(key, 4000)
     return {n: np.quantile(x[:, j], [0.05, 0.5, 0.95]).tolist() for j, n in enumerate(result.names)}
 
 
 def run_model(
-    key, data: FreeSpectrum, model, sampler, *, bins=None, plus=None, out=None, label=None
+    key,
+    data: FreeSpectrum,
+    model,
+    sampler,
+    *,
+    bins=None,
+    plus=None,
+    out=None,
+    label=None,
+    checkpoint: bool = True,
 ):
     """Fit ``model`` (+ ``plus``) to ``data`` with ``sampler``; returns a `ModelRun` and the `Result`.
 
-    With ``out``, the result is saved there (samples, result.json, corner.png) and a later call with
-    a finished ``out/run.json`` returns it without sampling again (resume after an interruption).
+    ``key`` drives the sampler and the resampling behind the quantiles. With ``out``, the result
+    is saved there (samples, result.json, corner.png) and a later call with a finished
+    ``out/run.json`` returns it (and ``None`` for the `Result`) without sampling again; with
+    ``checkpoint`` the sampler also checkpoints its chunks in ``out/ckpt`` (an interrupted fit
+    resumes mid-way).
     """
     from science import samplers as ss
 
@@ -106,9 +125,14 @@ def run_model(
         info["names"] = tuple(info["names"])
         return ModelRun(**info), None
     target, lik = refit_target(data, model, bins=bins, plus=plus)
+    k_sample, k_quantiles = jax.random.split(key)
     t0 = time.perf_counter()
     result = ss.sample(
-        key, target, sampler, progress=False, out=None if out is None else Path(out) / "ckpt"
+        k_sample,
+        target,
+        sampler,
+        progress=False,
+        out=None if out is None or not checkpoint else Path(out) / "ckpt",
     )
     run = ModelRun(
         dataset=data.name,
@@ -118,13 +142,13 @@ def run_model(
         khat=float(result.diagnostics["khat"]),
         ess=float(result.diagnostics["ess_is"]),
         names=tuple(result.names),
-        quantiles=_quantiles(result),
+        quantiles=_quantiles(result, k_quantiles),
         wall_seconds=time.perf_counter() - t0,
         folder=None if out is None else str(out),
     )
     if out is not None:
         result.save(out, plot=True)
-        done.write_text(json.dumps(run.to_json(), indent=1))
+        runtime.write_json(done, run.to_json())
     return run, result
 
 
@@ -193,15 +217,11 @@ def hellinger(x, y, *, weights_x=None, weights_y=None, bins: int = 40, bounds=No
 
 def plot_spectra(path, data: FreeSpectrum, curves: dict[str, np.ndarray], *, bins=None, title=None):
     """The free-spectrum densities as violins (one per bin, log10 rho vertical) with each model's
-    posterior-predictive log10 rho (``curves[label][draw, bin]``: median line and 90% band)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    posterior-predictive log10 rho (``curves[label][draw, bin]``: median line and 90% band),
+    saved to ``path`` (``None``: not saved); returns the `matplotlib.figure.Figure`."""
     idx = data.select(bins)
     f = data.freqs_hz[idx]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = runtime.figure(figsize=(7.5, 4.8), layout="constrained")
     logf = np.log10(f)
     width = 0.8 * (np.log10(f[1]) - np.log10(f[0])) if f.size > 1 else 0.1
     width = min(width, 0.8 * np.min(np.diff(logf))) if f.size > 1 else width
@@ -220,6 +240,126 @@ def plot_spectra(path, data: FreeSpectrum, curves: dict[str, np.ndarray], *, bin
     ax.set_title(title or f"{data.name}: free spectrum (violins) and model spectra (90%)")
     ax.set_ylim(max(data.grid[0], -10.0), min(data.grid[-1], -5.0))
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    if path is not None:
+        runtime.save_figure(fig, path, dpi=90)
+    return fig
+
+
+def flow_vi(steps: int, n_draws: int, *, max_refine: int = 1):
+    """The flow-VI settings pta-compare fits with (`science.samplers.FlowVI`): ``steps`` Adam
+    steps, ``n_draws`` importance draws, up to ``max_refine`` refinement stages."""
+    from science import samplers as ss
+
+    return ss.FlowVI(
+        steps=steps,
+        n_elbo=32,
+        chunk=min(250, steps),
+        n_draws=n_draws,
+        draw_batch=min(1000, n_draws),  # SIGW-GAUSS needs ~3 GB per 1000 draws
+        refine_steps=steps,
+        max_refine=max_refine,
+    )
+
+
+def posterior_draws(run: ModelRun, n: int = 300, *, key: jax.Array) -> dict[str, np.ndarray]:
+    """``n`` equally weighted posterior draws of a finished `ModelRun` (read from its folder)."""
+    if run.folder is None:
+        raise runtime.InputError(f"run: {run.label} was fitted without out=, so no draws are kept")
+    with np.load(Path(run.folder) / "samples.npz") as z:
+        x = z["samples"].reshape(-1, len(run.names))
+        w = np.exp(z["log_weights"].reshape(-1)) if "log_weights" in z else np.ones(len(x))
+    idx = np.asarray(jax.random.choice(key, len(x), (n,), p=jax.numpy.asarray(w / w.sum())))
+    return {name: x[idx, j] for j, name in enumerate(run.names)}
+
+
+def spectrum_curves(data, runs, *, bins, key: jax.Array) -> dict[str, np.ndarray]:
+    """Posterior-predictive ``log10 rho`` per bin of each run (``{label: (draw, bin)}``), the
+    curves `plot_spectra` draws over the free-spectrum violins."""
+    from ._spectra import MODELS as models
+
+    curves = {}
+    for i, run in enumerate(runs):
+        name, _, plus = run.label.partition("+")
+        _, lik = refit_target(data, models[name], bins=bins, plus=models[plus] if plus else None)
+        draws = posterior_draws(run, key=jax.random.fold_in(key, i))
+        curves[run.label] = np.asarray(jax.vmap(lik.log10_rho)(jax.tree.map(np.asarray, draws)))
+    return curves
+
+
+def hellinger_vs_nuts(key, data, model, run, bins) -> dict[str, float]:
+    """Hellinger distance per parameter between a finished flow-VI `ModelRun`'s marginals and
+    NumPyro NUTS' (4 chains x 1000 draws) on the same refit target."""
+    from science import samplers as ss
+
+    k_nuts, k_flow = jax.random.split(key)
+    target, _ = refit_target(data, model, bins=bins)
+    nuts = ss.sample(
+        k_nuts,
+        target,
+        ss.NUTS(n_chains=4, n_warmup=500, n_samples=1000, evidence=False),
+        progress=False,
+    )
+    flow = posterior_draws(run, n=4000, key=k_flow)
+    x = nuts.samples.reshape(-1, len(nuts.names))
+    bounds = model.bounds()
+    return {
+        name: hellinger(flow[name], x[:, j], bounds=bounds.get(name))
+        for j, name in enumerate(nuts.names)
+    }
+
+
+def free_spectrum_vs_shipped(res, tspan_s: float, *, key: jax.Array, path=None) -> dict:
+    """A free spectrum fitted with the full likelihood against the shipped EPTA DR2new densities.
+
+    ``res``: a `science.samplers.Result` with parameters ``gw_log10_rho_<k>`` (the HD free
+    spectrum of the EPTA DR2 timing data, as pta-compare fits it) over a span of ``tspan_s``
+    seconds. Compared per bin k in ``log10(rho^2 T)`` (the power per unit frequency, which does
+    not depend on the span T, so spans that differ are compared correctly); ``z`` = difference of
+    medians over the quadrature sum of the two 68% half-widths. ``key`` resamples ``res``; the
+    figure (both spectra, medians and 68%) is saved to ``path`` if given.
+
+    Returns:
+        ``{"bins": [per-bin quantiles and z], "max_abs_z": ...}``.
+    """
+    from ._freespec import load_free_spectrum
+
+    data = load_free_spectrum("epta_dr2new")
+    x = res.resample(key, 8000)
+    rows = []
+    n = min(sum(nm.startswith("gw_log10_rho_") for nm in res.names), data.n_freqs)
+    fig, ax = runtime.figure(figsize=(8, 4.5), layout="constrained")
+    for k in range(n):
+        ours = 2.0 * x[:, res.names.index(f"gw_log10_rho_{k}")] + math.log10(tspan_s)
+        dens = np.exp(data.log_density[k] - data.log_density[k].max())
+        cdf = np.cumsum(dens) / dens.sum()
+        theirs_q = np.interp([0.16, 0.5, 0.84], cdf, data.grid)
+        theirs = 2.0 * theirs_q + math.log10(data.tspan_s)
+        q = np.quantile(ours, [0.16, 0.5, 0.84])
+        half = math.hypot((q[2] - q[0]) / 2, (theirs[2] - theirs[0]) / 2)
+        rows.append(
+            {
+                "bin": k,
+                "f_ours_hz": (k + 1) / tspan_s,
+                "f_shipped_hz": float(data.freqs_hz[k]),
+                "ours_log10_psd_q16_50_84": q.tolist(),
+                "shipped_log10_psd_q16_50_84": theirs.tolist(),
+                "z": float((q[1] - theirs[1]) / half),
+            }
+        )
+        for f, qq, c, dx in (
+            ((k + 1) / tspan_s, q, "C0", 0.985),
+            (data.freqs_hz[k], theirs, "C3", 1.015),
+        ):
+            ax.errorbar(
+                f * dx, qq[1], yerr=[[qq[1] - qq[0]], [qq[2] - qq[1]]], fmt="o", color=c, ms=4
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("frequency [Hz]")
+    ax.set_ylabel("log10(rho^2 T) [s^3]")
+    ax.plot([], [], "o", color="C0", label="ours: EPTA DR2 timing data, HD (median, 68%)")
+    ax.plot([], [], "o", color="C3", label="shipped EPTA DR2new HD free spectrum")
+    ax.legend(fontsize=8)
+    ax.set_title("HD free spectrum: recovered vs published densities")
+    if path is not None:
+        runtime.save_figure(fig, path, dpi=90)
+    return {"bins": rows, "max_abs_z": max(abs(r["z"]) for r in rows)}

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxaccel import runtime
+
 __all__ = [
     "DATASETS",
     "DEFAULT_BINS",
@@ -36,8 +38,11 @@ __all__ = [
 ]
 
 
-class PTADataError(FileNotFoundError):
-    """PTA data missing or malformed (the message names the path or field and how to fix it)."""
+class PTADataError(runtime.Error, FileNotFoundError):
+    """PTA data missing or malformed (the message names the path or field and how to fix it).
+
+    A `jaxaccel.Error` (the ``jaxaccel`` command prints it as one line) and a `FileNotFoundError`.
+    """
 
 
 # name -> (folder under freespec/, description)
@@ -140,7 +145,9 @@ def load_free_spectrum(name: str, folder: str | Path | None = None) -> FreeSpect
     """Load one of `DATASETS` (or any ceffyl-format folder given as ``folder``)."""
     if folder is None:
         if name not in DATASETS:
-            raise ValueError(f"free-spectrum data set {name!r}: expected one of {list(DATASETS)}")
+            raise runtime.InputError(
+                f"name: expected one of {list(DATASETS)} (free-spectrum data sets), got {name!r}"
+            )
         folder = data_folder() / "freespec" / DATASETS[name][0]
     folder = Path(folder)
     if not folder.is_dir():

@@ -75,6 +75,9 @@ __all__ = [
     "Pulsar",
     "load_epta_dr2",
     "default_data_folder",
+    "white_variance",
+    "chromatic_noise",
+    "fourier_basis",
     "hellings_downs",
     "PTALikelihood",
 ]
@@ -217,7 +220,7 @@ class Pulsar:
         return float(self.toas.max() - self.toas.min())
 
 
-def default_data_folder() -> Path:
+def default_data_folder() -> Path:  # public as science.pta.epta_dr2_folder
     """``data_folder() / "epta_dr2"``: ``$JAXACCEL_PTA_DATA/epta_dr2`` or ``../shared/data/pta/epta_dr2``."""
     return data_folder() / "epta_dr2"
 
@@ -285,8 +288,9 @@ def load_epta_dr2(
 # --------------------------------------------------------------------------------------------------
 
 
-def _white_variance(psr: Pulsar) -> tuple[np.ndarray, list[str]]:
-    """Per-TOA white-noise variance [s^2] from the noise dictionary, and notes on missing backends."""
+def white_variance(psr: Pulsar) -> tuple[np.ndarray, list[str]]:
+    """Per-TOA white-noise variance [s^2] from the pulsar's noise dictionary (EFAC and T2EQUAD
+    per backend), and notes on backends that lack them (efac 1, no equad used)."""
     sigma2 = np.empty_like(psr.toaerrs)
     notes = []
     for b in map(str, np.unique(psr.backends)):
@@ -368,7 +372,7 @@ class _Reduced:
 
 def _reduce_pulsar(psr: Pulsar, tspan: float, n_red: int) -> _Reduced:
     """Whiten by C0^{-1/2}, project out the timing model (QR), reduce onto the red Fourier basis."""
-    sigma2, notes_w = _white_variance(psr)
+    sigma2, notes_w = white_variance(psr)
     U, phi0, notes_c = chromatic_noise(psr)
     n, m = psr.Mmat.shape
     winv = 1.0 / np.sqrt(sigma2)

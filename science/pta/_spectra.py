@@ -353,7 +353,9 @@ class SpectralModel:
     """A background model: ``fn(f_hz, p) -> log10(Omega_GW h^2)`` plus its priors and citations.
 
     ``joint_prior`` (optional) is ``(names, distribution)`` for a joint prior over several
-    parameters (the SMBHB holodeck Gaussian; SIGW-BOX's ordered band edges); `prior` then returns
+    parameters (the SMBHB holodeck Gaussian; SIGW-BOX's ordered band edges); the distribution may
+    be given as a zero-argument function that builds it, so that importing the model table
+    compiles nothing (`joint_distribution` builds it once); `prior` then returns
     marginals (for the box edges: the NG15 independent uniforms, equivalent for this symmetric
     model) and `sampling_prior` the joint form the evidences use.
     """
@@ -363,7 +365,9 @@ class SpectralModel:
     fn: Callable[[Array, Mapping[str, Array]], Array]
     source: str
     description: str
-    joint_prior: tuple[tuple[str, ...], dist.Distribution] | None = None
+    joint_prior: (
+        tuple[tuple[str, ...], dist.Distribution | Callable[[], dist.Distribution]] | None
+    ) = None
 
     def log10_h2_omega(self, f_hz: Array, p: Mapping[str, Array]) -> Array:
         """log10 Omega_GW(f) h^2 at frequencies ``f_hz`` [Hz] for parameters ``p``."""
@@ -383,10 +387,19 @@ class SpectralModel:
         (`science.samplers.Target`'s joint-prior form)."""
         if self.joint_prior is None:
             return self.prior()
-        names, joint = self.joint_prior
+        names, joint = self.joint_prior[0], self.joint_distribution()
         out = {k: v for k, v in self.prior().items() if k not in names}
         out[tuple(names)] = joint
         return out
+
+    def joint_distribution(self) -> dist.Distribution | None:
+        """The distribution of ``joint_prior`` (built on first use when given as a function)."""
+        if self.joint_prior is None:
+            return None
+        joint = self.joint_prior[1]
+        if isinstance(joint, dist.Distribution):
+            return joint
+        return _built(joint)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -394,6 +407,16 @@ class SpectralModel:
 
     def bounds(self) -> dict[str, tuple[float, float]]:
         return {q.name: q.bounds for q in self.params}
+
+
+@functools.cache
+def _built(factory: Callable[[], dist.Distribution]) -> dist.Distribution:
+    return factory()
+
+
+def _holodeck_prior() -> dist.Distribution:
+    """The holodeck 2-D normal over (log10_A, gamma) (built lazily: it compiles on creation)."""
+    return dist.MultivariateNormal(jnp.asarray(_HOLO_MEAN), jnp.asarray(_HOLO_COV))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -907,10 +930,7 @@ MODELS: dict[str, SpectralModel] = {
             _NG15 + " Eq. (2): 2-D Gaussian prior from holodeck GWOnly-Ext populations.",
             "SMBHB power law with the astrophysically informed (holodeck) Gaussian prior on "
             "(log10_A, gamma); `prior` gives its marginals, `joint_prior` the correlated 2-D normal.",
-            joint_prior=(
-                ("log10_A", "gamma"),
-                dist.MultivariateNormal(jnp.asarray(_HOLO_MEAN), jnp.asarray(_HOLO_COV)),
-            ),
+            joint_prior=(("log10_A", "gamma"), _holodeck_prior),
         ),
         SpectralModel(
             "SMBHB-TURN",
