@@ -109,7 +109,8 @@ class RerandomizeConfig:
                 )
         elif self.treatment is None and self.n_treated is None:
             raise runtime.ConfigError(
-                "needed when the csv has no treatment column (a design-only run)", key="n_treated"
+                "no treatment column given: set treatment, or n_treated for a design-only run",
+                key="csv",
             )
         elif self.treatment is not None and self.n_treated is not None:
             raise runtime.ConfigError(

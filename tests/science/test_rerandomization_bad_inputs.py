@@ -102,7 +102,7 @@ CSV_CASES = {
     "csv is a folder": (["--csv", "{folder}", "--n-treated", "5"], r"csv: file .* is a folder"),
     "design-only without n-treated": (
         ["--csv", "{ok}"],
-        r"n_treated: needed when the csv has no treatment column",
+        r"--csv: no treatment column given: set treatment, or n_treated for a design-only run",
     ),
     "treatment column missing": (
         ["--csv", "{ok}", "--treatment", "zz"],
