@@ -439,7 +439,9 @@ def _check_key(key: Any) -> jax.Array:
             return key
         if key.shape == (2,) and key.dtype == jnp.uint32:
             return jax.random.wrap_key_data(key)
-    raise jaxaccel.InputError(f"key: expected one JAX PRNG key (jax.random.key(seed)), got {key!r}")
+    raise jaxaccel.InputError(
+        f"key: expected one JAX PRNG key (jax.random.key(seed)), got {_brief(key)}"
+    )
 
 
 def _positive_int(x: Any, name: str) -> int:
