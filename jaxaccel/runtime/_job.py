@@ -267,7 +267,8 @@ class Job:
             cfg = self.load(size=ns.size, config=ns.config, overrides=flags, source="command line")
         except ConfigError as e:
             top = (e.key or "").split(".")[0].split("[")[0]
-            if e.source == "command line" and top in flag_of:
+            # a key set by a flag (checked by the loader, or by the job's checks) is named by it
+            if top in flag_of and (e.source == "command line" or e.source is None and top in flags):
                 key = flag_of[top] + (e.key or "")[len(top) :]
                 raise ConfigError(e.detail, key=key) from None
             raise
