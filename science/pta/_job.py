@@ -118,7 +118,8 @@ class PTACompareConfig:
                     raise runtime.ConfigError(f"{twice[0]!r} is listed twice", key=key)
         if isinstance(self.pulsars, tuple) and len(self.pulsars) < 2:
             raise runtime.ConfigError(
-                f"expected at least 2 pulsar names (HD correlations need pairs), got {self.pulsars}",
+                "expected at least 2 pulsar names (HD correlations need pairs), got "
+                f"{list(self.pulsars)}",
                 key="pulsars",
             )
         for key in ("combos", "hellinger"):
