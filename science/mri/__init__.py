@@ -2,10 +2,30 @@
 masks, retrospective simulation), fastMRI's metrics (`metrics`), a compressed-sensing baseline
 (`cs_reconstruct`, MFISTA with wavelet L1 + TV), networks (`nets`: recurrent cells, RIM, CIRIM,
 E2E-VarNet, U-Net), on-the-fly phantom data (`data`), training with checkpoint/resume (`train`) and
-``jaxaccel mri-recon``. Tutorial: ``examples/mri_reconstruction``; measurements: ``benchmarks/mri.py``."""
+``jaxaccel mri-recon`` (`JOB`, a `jaxaccel.runtime.Job`, with its building blocks: `MRIConfig`,
+`job_key`, `load_slice`, `acquire`, `train_models`, `choose_cs`, `score`, `timed`,
+`build_model`).
+Tutorial: ``examples/mri_reconstruction``; measurements: ``benchmarks/mri.py``."""
 
 from . import _data as data, _metrics as metrics, _nets as nets, _train as train
 from ._cs import CSResult as CSResult, Wavelet as Wavelet, cs_reconstruct as cs_reconstruct
+from ._job import (
+    ACQUISITIONS as ACQUISITIONS,
+    CS_LAMBDAS as CS_LAMBDAS,
+    JOB as JOB,
+    MODELS_CONFIG as MODELS_CONFIG,
+    SHAPE_MULTIPLE as SHAPE_MULTIPLE,
+    MRIConfig as MRIConfig,
+    acquire as acquire,
+    build_model as build_model,
+    choose_cs as choose_cs,
+    default_slice as default_slice,
+    job_key as job_key,
+    load_slice as load_slice,
+    score as score,
+    timed as timed,
+    train_models as train_models,
+)
 from ._masks import (
     acceleration as acceleration,
     equispaced_mask as equispaced_mask,
@@ -29,6 +49,21 @@ from ._physics import (
 )
 
 __all__ = [
+    "JOB",
+    "MRIConfig",
+    "ACQUISITIONS",
+    "CS_LAMBDAS",
+    "MODELS_CONFIG",
+    "SHAPE_MULTIPLE",
+    "acquire",
+    "build_model",
+    "job_key",
+    "choose_cs",
+    "default_slice",
+    "load_slice",
+    "score",
+    "timed",
+    "train_models",
     "data",
     "metrics",
     "nets",

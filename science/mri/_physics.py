@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxaccel import Error
+
 __all__ = [
     "MRIError",
     "fft2c",
@@ -34,8 +36,10 @@ __all__ = [
 ]
 
 
-class MRIError(ValueError):
-    """Bad input to an MRI operator, model or job (the message names the argument)."""
+class MRIError(Error, ValueError):
+    """Bad input to an MRI operator, model or job (the message names the argument).
+
+    A `jaxaccel.Error` (the ``jaxaccel`` command prints it as one line) and a `ValueError`."""
 
 
 def _c(x):
@@ -245,9 +249,16 @@ def simulate(
         raise MRIError(f"magnitude: expected even H and W, got {h} x {w}")
     if not bool(jnp.isfinite(mag).all()):
         raise MRIError("magnitude: contains NaN or inf")
-    kp, kn = jax.random.split(key)
-    image = _c(mag) * jnp.exp(1j * _c(smooth_phase(kp, (h, w), max_phase=max_phase)))
     maps = birdcage_maps(n_coils, (h, w)) if maps is None else jnp.asarray(maps, jnp.complex64)
+    return _simulate(key, mag, jnp.asarray(mask, jnp.float32), maps, float(noise), float(max_phase))
+
+
+@jax.jit(static_argnums=(4, 5))
+def _simulate(key, mag, mask, maps, noise, max_phase):
+    """`simulate` after its checks: one compiled program (the same values as op by op, compiled
+    once per shape instead of once per operation)."""
+    kp, kn = jax.random.split(key)
+    image = _c(mag) * jnp.exp(1j * _c(smooth_phase(kp, mag.shape, max_phase=max_phase)))
     full = fft2c(maps * image[None])
     if noise > 0:
         scale = noise * jnp.sqrt(jnp.mean(jnp.abs(full) ** 2))
@@ -255,7 +266,6 @@ def simulate(
         full = full + _c(scale / math.sqrt(2)) * jax.lax.complex(
             jax.random.normal(kr, full.shape), jax.random.normal(ki, full.shape)
         )
-    mask = jnp.asarray(mask, jnp.float32)
     return Sample(
         kspace=(_bmask(mask, full) * full).astype(jnp.complex64),
         mask=mask,

@@ -1,18 +1,19 @@
 """Training loop: optax Adam with a cosine schedule on batches simulated on the fly
-(`simulate_batch`), checkpoint every ``checkpoint_every`` steps and resume, progress on stderr.
+(`simulate_batch`), checkpointed with `jaxaccel.runtime.Checkpointer` and resumed on rerun.
 
-Loss: L1 between the magnitude of the reconstruction and the target (for RIM/CIRIM, averaged over
-every step's estimate, as RIMs are trained). Checkpoints hold the model, the optimiser state, the
-step and the loss history (``eqx.tree_serialise_leaves`` plus a JSON sidecar); a rerun with the
-same folder resumes from the last one.
+Loss (`LOSS_NAME`): L1 between the magnitude of the reconstruction and the target (for RIM/CIRIM,
+averaged over every step's estimate, as RIMs are trained). A checkpoint holds the parameters, the
+optimiser state and the loss history; it is fingerprinted by the `TrainConfig`, the key and the
+initial weights, so it never resumes another run.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
+import functools
+import hashlib
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -20,13 +21,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxaccel import runtime
+
 from ._data import MaskBank, simulate_batch
 from ._physics import MRIError
 
-__all__ = ["TrainConfig", "train", "reconstruction_loss"]
+__all__ = ["TrainConfig", "Trained", "train", "reconstruction_loss", "LOSS_NAME"]
+
+LOSS_NAME = "L1 magnitude loss"
 
 
-@dataclasses.dataclass(frozen=True)
+class Trained(NamedTuple):
+    """What `train` returns: the model, the loss of every step (resumed ones included) and the
+    step the run resumed from (0 for a fresh run)."""
+
+    model: Any
+    losses: list[float]
+    resumed_from: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """Training settings (sizes in pixels; accelerations with their centre fractions)."""
 
@@ -42,10 +56,11 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch", "checkpoint_every", "n_coils"):
-            if int(getattr(self, name)) < 1:
-                raise MRIError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise MRIError(f"lr: expected > 0, got {self.lr}")
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise MRIError(f"{name}: expected an integer >= 1, got {v!r}")
+        if not (isinstance(self.lr, int | float) and np.isfinite(self.lr) and self.lr > 0):
+            raise MRIError(f"lr: expected a finite number > 0, got {self.lr!r}")
 
 
 def reconstruction_loss(model, sample) -> jax.Array:
@@ -60,6 +75,40 @@ def reconstruction_loss(model, sample) -> jax.Array:
     return jnp.mean(jax.vmap(one)(sample.kspace, sample.mask, sample.maps, sample.target))
 
 
+@functools.partial(jax.jit, static_argnames=("batch", "shape", "n_coils", "noise"))
+def _simulate(key, masks, *, batch, shape, n_coils, noise):
+    """One training batch (`simulate_batch`), jitted apart from the step: models of the same
+    ``TrainConfig`` share its compilation (the simulation is as costly to compile as a network)."""
+    bank = MaskBank(masks, np.zeros(0, np.float32))
+    return simulate_batch(key, batch, shape, bank, n_coils=n_coils, noise=noise)
+
+
+@functools.lru_cache(maxsize=16)
+def _optimiser(config: TrainConfig) -> optax.GradientTransformation:
+    """Adam with a cosine schedule and gradient clipping; one object per config, so `_step`'s
+    compilation is reused by every run of the same config and model structure."""
+    schedule = optax.cosine_decay_schedule(config.lr, config.steps, alpha=0.05)
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+
+
+@eqx.filter_jit
+def _step(params, static, state, sample, opt):
+    """One optimiser step on a simulated batch: (params, state, loss)."""
+    loss, grads = jax.value_and_grad(lambda p: reconstruction_loss(eqx.combine(p, static), sample))(
+        params
+    )
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, loss
+
+
+def _digest(params) -> str:
+    """A hash of the initial weights (a checkpoint of other initial weights is another run)."""
+    h = hashlib.sha256(str(jax.tree_util.tree_structure(params)).encode())
+    for leaf in jax.tree_util.tree_leaves(params):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()[:16]
+
+
 def train(
     model,
     config: TrainConfig,
@@ -67,63 +116,59 @@ def train(
     key,
     folder: Path | None = None,
     progress: bool = True,
+    desc: str = "train",
     until: int | None = None,
-):
-    """Train ``model`` on simulated data; returns (model, losses). With ``folder``, checkpoints go
-    there and an existing checkpoint is resumed. ``until``: stop (with a checkpoint) after that
-    step, e.g. to fit a time budget; a later call resumes and ends as one uninterrupted run would."""
+) -> Trained:
+    """Train ``model`` on simulated data; returns `Trained` (model, losses, resumed_from).
+
+    With ``folder``, checkpoints go there and an existing checkpoint of the same run is resumed (a
+    checkpoint of another run raises `jaxaccel.CheckpointError`). ``until``: stop (with a
+    checkpoint) after that step, e.g. to fit a time budget; a later call resumes and ends as one
+    uninterrupted run would."""
+    if not isinstance(config, TrainConfig):
+        raise MRIError(f"config: expected a TrainConfig, got {type(config).__name__}")
     bank = MaskBank.build(
         jax.random.fold_in(key, 7), config.shape[-1], config.accelerations, config.center_fractions
     )
-    schedule = optax.cosine_decay_schedule(config.lr, config.steps, alpha=0.05)
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+    opt = _optimiser(config)
     params, static = eqx.partition(model, eqx.is_array)
     state = opt.init(params)
+    ckpt = runtime.Checkpointer(folder, runtime.fingerprint(config, key, _digest(params)))
     start, losses = 0, []
-    ckpt = None if folder is None else Path(folder) / "checkpoint.eqx"
-    if ckpt is not None and ckpt.exists():
-        meta = json.loads(ckpt.with_suffix(".json").read_text())
-        params, state = eqx.tree_deserialise_leaves(ckpt, (params, state))
-        start, losses = meta["step"], meta["losses"]
-        print(f"[mri] resumed from step {start}", file=sys.stderr)
+    found = ckpt.restore((params, state))
+    if found is not None:
+        start, (params, state) = found.step, found.state
+        losses = [float(x) for x in found.arrays["losses"]]
 
-    @jax.jit
-    def step(params, state, i):
-        sample = simulate_batch(
+    def batch(i):
+        return _simulate(
             jax.random.fold_in(key, i),
-            config.batch,
-            config.shape,
-            bank,
+            jnp.asarray(bank.masks),
+            batch=config.batch,
+            shape=tuple(config.shape),
             n_coils=config.n_coils,
-            noise=config.noise,
+            noise=float(config.noise),
         )
-        loss, grads = jax.value_and_grad(
-            lambda p: reconstruction_loss(eqx.combine(p, static), sample)
-        )(params)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=start, desc="train", file=sys.stderr, leave=False)
-    with jax.numpy_dtype_promotion("standard"):  # optax's step count is an int
-        last = config.steps if until is None else min(until, config.steps)
+    last = config.steps if until is None else min(until, config.steps)
+    with (
+        runtime.Progress(config.steps, f"{desc} ({LOSS_NAME})", enabled=progress) as bar,
+        jax.numpy_dtype_promotion("standard"),  # optax's step count is an int
+    ):
+        bar.resumed(start)
         for i in range(start, last):
-            params, state, loss = step(params, state, jnp.int32(i))
-            loss = float(loss)
+            if i == start:
+                with bar.compiling():
+                    params, state, loss = _step(params, static, state, batch(i), opt)
+                    loss = float(loss)
+            else:
+                params, state, loss = _step(params, static, state, batch(i), opt)
+                loss = float(loss)
             if not np.isfinite(loss):
-                raise MRIError(f"training: loss became {loss} at step {i}; lower lr")
+                raise MRIError(f"training: the {LOSS_NAME} became {loss} at step {i}; lower lr")
             losses.append(loss)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            bar.update(1, loss=loss)
             done = i + 1
-            if ckpt is not None and (done % config.checkpoint_every == 0 or done == last):
-                ckpt.parent.mkdir(parents=True, exist_ok=True)
-                eqx.tree_serialise_leaves(ckpt, (params, state))
-                ckpt.with_suffix(".json").write_text(json.dumps({"step": done, "losses": losses}))
-    if bar is not None:
-        bar.close()
-    return eqx.combine(params, static), losses
+            if done % config.checkpoint_every == 0 or done == last:
+                ckpt.save(done, (params, state), arrays={"losses": np.asarray(losses, np.float64)})
+    return Trained(eqx.combine(params, static), losses, start)
