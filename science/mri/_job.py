@@ -425,5 +425,9 @@ JOB = runtime.Job(
         },
         "full": {"steps": 1500, "shape": (128, 128), "cs_iterations": 200},
     },
+    options=(
+        runtime.Option(flag="--models", key="models", help="networks, e.g. unet,rim"),
+        runtime.Option(flag="--data", key="data", help="the 2D magnitude slice (.npy)"),
+    ),
     checks=_check,
 )
