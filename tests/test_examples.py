@@ -80,9 +80,9 @@ def test_rerandomization_notebook_runs_on_nsw_and_thornton(tmp_path):
 
 
 def test_mri_notebook_runs_on_the_real_slice(tmp_path):
-    from science.mri import _job
+    from science import mri
 
-    if not _job.default_slice().exists():
+    if not mri.default_slice().exists():
         pytest.skip("../shared/data/mri not present")
     _run_example("mri_reconstruction", "MRI", tmp_path, timeout=900)
     _assert_figures(

@@ -272,7 +272,9 @@ def acquire(gt, *, key: jax.Array) -> dict[str, Sample]:
 def train_models(
     config: MRIConfig, *, key: jax.Array, folder: Path | None, progress: bool = True
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Train (or resume from ``folder/<model>``) each model of ``config``: (models, info).
+    """Train (or resume from ``folder/<model>``) each model of ``config``: (models, info), info
+    per model: steps, the loss's name, the final and every step's loss, the step it resumed from
+    and the seconds this call took.
 
     Initial weights and training batches are drawn from ``job_key(key, config.prng)``."""
     key = job_key(key, config.prng)
@@ -294,6 +296,7 @@ def train_models(
             "steps": cfg.steps,
             "loss": LOSS_NAME,
             "final_loss": losses[-1],
+            "losses": losses,
             "resumed_from": resumed,
             "seconds_this_run": time.perf_counter() - t,
         }
@@ -349,7 +352,7 @@ def _science(config: MRIConfig, *, key, out: Path, progress: bool) -> runtime.Su
             {"wavelet": a, "tv": b, "ssim_on_phantom": v}
             for (a, b), v in zip(config.cs_sweep, sweep, strict=True)
         ],
-        "training": training,
+        "training": {n: {k: v for k, v in t.items() if k != "losses"} for n, t in training.items()},
         "acquisitions": acquisitions,
     }
     table = _table(results)
