@@ -1,7 +1,7 @@
 """MRI reconstruction of the real T1 slice (``../shared/data/mri``) at 4x and 8x: quality and seconds
 per slice for every method, ours and peers, on the same simulated k-space in the same process.
 
-Inputs: ``science.mri._job.acquire`` (the arrays ``jaxaccel mri-recon`` reconstructs): the slice
+Inputs: ``science.mri.acquire`` (the arrays ``jaxaccel mri-recon`` reconstructs): the slice
 with a smooth random phase, 8 birdcage coils, 1% complex noise, fastMRI random Cartesian masks
 (4x with 8% centre, 8x with 4% centre), 256 x 256.
 
@@ -9,7 +9,8 @@ Methods:
 
 - zero-filled (SENSE-combined with the true maps);
 - ours, CS: ``cs_reconstruct`` (monotone FISTA, orthonormal db4 wavelet L1 + smoothed TV; the job's
-  regularisation, chosen on a simulated phantom, never on the slice; the job's iterations);
+  regularisation, chosen on a simulated phantom of the slice's size, never on the slice; the job's
+  iterations);
 - ours, CS wavelet-only vs **SigPy** ``L1WaveletRecon`` (NumPy/numba on CPU; accelerated proximal
   gradient (FISTA) with db4 wavelets, the same step 1/||A||^2 = 1 as ours): the same objective
   ``1/2 ||P F S x - y||^2 + lam ||W x||_1`` with the same ``lam`` (the job's wavelet weight times
@@ -56,9 +57,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
-from science.mri import _job  # noqa: E402
-from science.mri._cs import cs_reconstruct  # noqa: E402
-from science.mri._physics import sense_adjoint  # noqa: E402
+from science import mri  # noqa: E402
 
 NAME = "mri"
 TITLE = "MRI reconstruction (`benchmarks/mri.py`): T1 slice, 8 coils, 4x / 8x"
@@ -116,7 +115,7 @@ def main() -> None:
     warnings.simplefilter("ignore", RuntimeWarning)
     t0, load_start = time.perf_counter(), common.loadavg()
     size = "tiny" if args.quick else "small"
-    st = _job._settings(size, {})
+    st = mri.JOB.load(size=size)
     ckpt = pathlib.Path(
         args.checkpoints
         or (
@@ -126,20 +125,22 @@ def main() -> None:
         )
     )
     key = jax.random.key(0)
-    gt, brain, _ = _job.load_slice()
+    gt, brain, _ = mri.load_slice()
     print(f"== models ({size}; checkpoints {ckpt})", flush=True)
-    models, train_info = _job.train_models(st, key, ckpt)
-    (lw, ltv), _ = _job.choose_cs(jax.random.fold_in(key, 300), st["shape"], st["cs_iterations"])
-    iters = int(st["cs_iterations"])
+    # the job's keys, so the job's checkpoints are reused (their fingerprint holds config and key)
+    models, train_info = mri.train_models(st, key=key, folder=ckpt)
+    train_info = {n: {k: v for k, v in t.items() if k != "losses"} for n, t in train_info.items()}
+    iters = st.cs_iterations
+    (lw, ltv), _ = mri.choose_cs(gt.shape, iters, st.cs_sweep, key=jax.random.fold_in(key, 300))
     reps = (
         dict(warmup=2, reps=3, min_reps=2, budget_s=2.0)
         if args.quick
         else dict(warmup=2, reps=7, min_reps=3, budget_s=30.0)
     )
 
-    zf = jax.jit(lambda k, m, maps: sense_adjoint(k, maps, m))
+    zf = jax.jit(lambda k, m, maps: mri.sense_adjoint(k, maps, m))
     nets = {name: eqx.filter_jit(model) for name, model in models.items()}
-    vn = _job.MODELS_CONFIG["varnet"]
+    vn = mri.MODELS_CONFIG["varnet"]
     ours_size_cfg = {
         "num_cascades": vn["cascades"],
         "chans": vn["channels"][0],
@@ -150,19 +151,19 @@ def main() -> None:
     peers_vn = {tag: fastmri_varnet(tag, ours_size_cfg) for tag in ("published", "ours-size")}
 
     results: dict[str, Any] = {}
-    for tag, s in _job.acquire(gt, key).items():
+    for tag, s in mri.acquire(gt, key=key).items():
         print(f"== {tag}", flush=True)
         scale = float(jnp.abs(zf(s.kspace, s.mask, s.maps)).max())
         lam_sp = lw * scale
         paths = {
             "zero-filled": lambda s=s: zf(s.kspace, s.mask, s.maps),
             "CS": lambda s=s: (
-                cs_reconstruct(
+                mri.cs_reconstruct(
                     s.kspace, s.mask, s.maps, lam_wavelet=lw, lam_tv=ltv, iterations=iters
                 ).image
             ),
             "CS wavelet-only": lambda s=s: (
-                cs_reconstruct(
+                mri.cs_reconstruct(
                     s.kspace, s.mask, s.maps, lam_wavelet=lw, lam_tv=0.0, iterations=iters
                 ).image
             ),
@@ -178,7 +179,7 @@ def main() -> None:
             out = np.asarray(fn())
             entry = {"seconds": timings[name].median_ms / 1e3, "timing": timings[name].note}
             if not name.startswith("fastMRI"):  # random weights: no quality to report
-                entry |= _job.score(gt, out, brain)
+                entry |= mri.score(gt, out, brain)
             rows[name] = entry
             q = f"SSIM {entry['ssim']:.4f} PSNR {entry['psnr']:.2f}" if "ssim" in entry else ""
             print(f"  {name:>28}: {entry['seconds'] * 1e3:9.1f} ms  {q}", flush=True)
@@ -294,7 +295,7 @@ def verdicts(report: dict) -> list[str]:
     for tag, acq in report["acquisitions"].items():
         m = acq["methods"]
         cs = m["CS"]
-        nets = {k: v for k, v in m.items() if k in _job.MODELS}
+        nets = {k: v for k, v in m.items() if k in mri.MODELS_CONFIG}
         ok = [
             k
             for k, v in nets.items()
