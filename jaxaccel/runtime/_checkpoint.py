@@ -102,6 +102,13 @@ class Checkpointer:
         assert self.folder is not None
         return self.folder / "checkpoint.json"
 
+    def _current_slot(self) -> int:
+        try:
+            meta = json.loads(self._meta_path().read_text())
+            return 1 if str(meta.get("state", "")).startswith("state.1.") else 0
+        except (OSError, json.JSONDecodeError):
+            return 1  # nothing valid yet: start with slot 0
+
     def restore(self, like: T) -> Restored[T] | None:
         """The last checkpoint, deserialised into the structure of ``like``; ``None`` if none."""
         if self.folder is None or not self._meta_path().exists():
@@ -141,8 +148,8 @@ class Checkpointer:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         # Alternate between two file names so the files that checkpoint.json names stay intact
-        # until the new checkpoint.json replaces it.
-        slot = step % 2
+        # until the new checkpoint.json replaces it: write to the slot it does not name.
+        slot = 1 - self._current_slot()
         state_name, arrays_name = f"state.{slot}.eqx", f"arrays.{slot}.npz"
         tmp = self.folder / f".{state_name}.tmp"
         eqx.tree_serialise_leaves(tmp, state)

@@ -214,7 +214,11 @@ def test_checkpointer_roundtrip_and_atomicity(tmp_path):
     assert ck.restore(jnp.zeros(2)) is None
     model = eqx.nn.Linear(3, 2, key=jax.random.key(0))
     ck.save(1, model, arrays={"samples": np.arange(6.0).reshape(3, 2)}, meta={"note": "one"})
+    ck.save(3, eqx.tree_at(lambda m: m.bias, model, jnp.zeros(2)))
+    # same parity as the last step: must not overwrite the files checkpoint.json names
+    named = json.loads((tmp_path / "checkpoint.json").read_text())["state"]
     ck.save(2, eqx.tree_at(lambda m: m.bias, model, jnp.ones(2)))
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["state"] != named
     (tmp_path / ".state.1.eqx.tmp").write_bytes(b"garbage from a killed writer")
     r = ck.restore(model)
     assert r.step == 2 and r.arrays == {} and r.meta == {}
