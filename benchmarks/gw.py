@@ -1,7 +1,7 @@
 """GW population inference: min-ESS per wall-second, compile and flow training included —
 `science.samplers` (FlowVI, FlowMCMC) vs NumPyro NUTS vs flowMC on one hierarchical likelihood.
 
-The target is the ``gw-population`` job's ``small`` configuration (`science.gw._job`): the power
+The target is the ``gw-population`` job's ``small`` configuration (`science.gw.JOB`): the power
 law + peak primary mass x mass-ratio power law x (1+z)^lamb population, 7 free hyperparameters
 (alpha, beta, mmax, lam, mpp, sigpp, lamb; uniform `PRIORS`, the others fixed at the truths),
 built with ``build_target`` on a mock catalogue from ``make_catalogue`` (2000 events x 100
@@ -46,6 +46,7 @@ import inspect
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import _common as common  # benchmarks/ is on sys.path when this file runs as a script
@@ -54,8 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import samplers as sb
 
-from science import samplers as ss
-from science.gw import _detector, _job, _mock, _models
+from science import gw, samplers as ss
 
 CACHE = common.ROOT / "out" / "gw"
 SAMPLERS = (sb.FLOW_VI, sb.FLOW_MCMC, sb.NUMPYRO, sb.FLOWMC)
@@ -109,17 +109,16 @@ def catalogue(seed: int, n_events: int, n_samples: int, n_injections: int):
     """`make_catalogue`, cached as an .npz under ``out/gw/`` keyed by its arguments and the
     source of the mock, detector and model modules (a changed mock regenerates it). Returns
     ``(catalogue, facts)``."""
-    src = "".join(inspect.getsource(mod) for mod in (_mock, _detector, _models))
+    package = Path(inspect.getfile(gw)).parent
+    src = "".join((package / f"{m}.py").read_text() for m in ("_mock", "_detector", "_models"))
     digest = hashlib.sha256(src.encode()).hexdigest()[:10]
     path = CACHE / f"cat_s{seed}_n{n_events}_S{n_samples}_inj{n_injections}_{digest}.npz"
     facts: dict[str, Any] = {"path": str(path.relative_to(common.ROOT)), "source_digest": digest}
     if path.exists():
-        return _mock.Catalogue.load(path), facts | {"generated_s": None}
+        return gw.Catalogue.load(path), facts | {"generated_s": None}
     t0 = time.perf_counter()
     print(f"generating {path.name} (minutes) ...", flush=True)
-    cat = _mock.make_catalogue(
-        seed, n_events=n_events, n_samples=n_samples, n_injections=n_injections
-    )
+    cat = gw.make_catalogue(seed, n_events=n_events, n_samples=n_samples, n_injections=n_injections)
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"tmp_{os.getpid()}_{path.name}")
     cat.save(tmp)
@@ -152,14 +151,14 @@ def physical_stats(target: ss.Target):
     return extra
 
 
-def gw_case(cat: _mock.Catalogue, quick: bool) -> tuple[sb.Case, ss.Target, Any]:
-    config = _job.JobConfig.for_size("small", {})
-    target, lik, fixed = _job.build_target(cat, config)
+def gw_case(cat: gw.Catalogue, quick: bool) -> tuple[sb.Case, ss.Target, Any]:
+    config = gw.JOB.load(size="small")
+    target, lik, fixed = gw.build_target(cat, config)
     truths = {k: cat.truths[k] for k in config.free}
     x0 = np.asarray(target.unconstrain(truths), np.float32)
 
     def make_target() -> ss.Target:
-        return _job.build_target(cat, config)[0]
+        return gw.build_target(cat, config)[0]
 
     def make_logp():
         return make_target().log_density
@@ -225,7 +224,7 @@ def float32_error(cat, config, target: ss.Target, x: np.ndarray) -> dict[str, An
     """float32 log-density minus float64 (the same target built under x64) at draws ``x``."""
     l32 = np.asarray(jax.jit(jax.vmap(target.log_density))(jnp.asarray(x, jnp.float32)))
     with jax.enable_x64(True):
-        t64 = _job.build_target(cat, config)[0]
+        t64 = gw.build_target(cat, config)[0]
         l64 = np.asarray(jax.jit(jax.vmap(t64.log_density))(jnp.asarray(x, jnp.float64)))
     d = l32.astype(np.float64) - l64
     return {
@@ -352,7 +351,7 @@ def intro(report: dict[str, Any], cases, summary: dict[str, dict[str, dict]]) ->
     lines = [
         "`science.samplers` (ours: `FlowVI`, `FlowMCMC`) vs NumPyro NUTS and flowMC "
         f"{report['versions']['flowMC']} (`RQSpline_MALA_Bundle`) on the `gw-population` job's "
-        "`small` target (`science.gw._job.build_target`): power law + peak x mass-ratio power law "
+        "`small` target (`science.gw.build_target`): power law + peak x mass-ratio power law "
         f"x (1+z)^lamb, {len(report['agreement'])} free hyperparameters (uniform priors, the rest "
         f"fixed at the truths), mock catalogue `make_catalogue(seed={c['seed']}, "
         f"n_events={c['n_events']}, n_samples={c['n_samples']}, "

@@ -25,13 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from jaxaccel import InputError
+
 from ._models import in_support, support_violations
 
 __all__ = ["HierarchicalLikelihood", "GWDataError"]
 
 
-class GWDataError(ValueError):
-    """Malformed events or injections (the message names the event / field and what was expected)."""
+class GWDataError(InputError):
+    """Malformed events, injections or catalogue file (the message names the event / field / file
+    and what was expected). A `jaxaccel.InputError`, so also a `ValueError`."""
 
 
 def _as_table(name: str, table: Mapping[str, object], ndim: int) -> dict[str, jax.Array]:
@@ -135,6 +138,9 @@ class HierarchicalLikelihood:
         self.rate = rate
         self.time_volume = time_volume
         self.neff_policy = neff_policy
+        # Jitted once per likelihood for the eager diagnostics (run op by op, the model's
+        # normalisation grids compile every operation on its own: ~10 s on 2 cores).
+        self._evaluate = jax.jit(self._everything)
 
     # ------------------------------------------------------------------ pieces
     def _log_weights_events(self, hyper):
@@ -158,21 +164,33 @@ class HierarchicalLikelihood:
         lw = self._log_weights_events(hyper)
         return jnp.exp(2 * logsumexp(lw, axis=1) - logsumexp(2 * lw, axis=1))
 
-    def check(self, hyper) -> None:
-        """Eager checks of ``hyper`` against the data: hyperparameters inside the models' support,
-        none missing, densities finite and >= 0. Raises `GWDataError` naming what is wrong."""
+    def _everything(self, hyper):
+        """Densities on the events and injections, ``(ln mu, N_eff)`` and the events' N_eff."""
+        return (
+            self.model(self.posteriors, hyper),
+            self.model(self.injections, hyper),
+            self.selection(hyper),
+            self.event_neff(hyper),
+        )
+
+    def _checked(self, hyper):
+        """`check`, returning `_everything` (one compiled function for both)."""
         problems = support_violations(hyper)
         if problems:
             raise GWDataError("; ".join(problems))
         h = {k: jnp.asarray(v) for k, v in hyper.items()}
-        for what, data in (("posteriors", self.posteriors), ("injections", self.injections)):
-            try:
-                p = np.asarray(self.model(data, h))
-            except KeyError as e:
-                raise GWDataError(
-                    f"the model needs {e.args[0]!r}, which is neither among the hyperparameters "
-                    f"({sorted(hyper)}) nor the {what}' parameters ({sorted(data)})"
-                ) from None
+        try:
+            found = self._evaluate(h)
+        except KeyError as e:
+            name = e.args[0]
+            what = "posteriors" if name not in self.posteriors else "injections"
+            data = self.posteriors if what == "posteriors" else self.injections
+            raise GWDataError(
+                f"the model needs {name!r}, which is neither among the hyperparameters "
+                f"({sorted(hyper)}) nor the {what}' parameters ({sorted(data)})"
+            ) from None
+        for what, p in (("posteriors", found[0]), ("injections", found[1])):
+            p = np.asarray(p)
             bad = ~(np.isfinite(p) & (p >= 0))
             if bad.any():
                 idx = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -180,6 +198,12 @@ class HierarchicalLikelihood:
                     f"the model's density on the {what} is {p[idx]} at index {idx} for these "
                     "hyperparameters; expected finite values >= 0"
                 )
+        return found
+
+    def check(self, hyper) -> None:
+        """Eager checks of ``hyper`` against the data: hyperparameters inside the models' support,
+        none missing, densities finite and >= 0. Raises `GWDataError` naming what is wrong."""
+        self._checked(hyper)
 
     def log_likelihood(self, hyper):
         """The log-likelihood (``-inf`` where the model vanishes, a hyperparameter is outside its
@@ -202,13 +226,12 @@ class HierarchicalLikelihood:
     def diagnostics(self, hyper) -> dict[str, float]:
         """Selection ``ln mu``, injection ``N_eff`` (and the 4N threshold), min event ``N_eff``
         (after `check`)."""
-        self.check(hyper)
-        log_mu, neff = self.selection(hyper)
+        _, _, (log_mu, neff), event_neff = self._checked(hyper)
         out = {
             "log_mu": float(log_mu),
             "neff_injections": float(neff),
             "neff_threshold": 4.0 * self.n_events,
-            "min_neff_event": float(jnp.min(self.event_neff(hyper))),
+            "min_neff_event": float(jnp.min(event_neff)),
         }
         if out["neff_injections"] < out["neff_threshold"]:
             out["warning"] = (

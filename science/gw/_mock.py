@@ -23,12 +23,14 @@ subpopulation: ``rates[k]`` is the expected number of mergers per unit observing
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 
 from . import _detector as det, _models as models
+from ._likelihood import GWDataError
 
 __all__ = [
     "Catalogue",
@@ -98,19 +100,67 @@ class Catalogue:
 
     @classmethod
     def load(cls, path: str | Path) -> Catalogue:
-        with np.load(path) as f:
-            get = {k: f[k] for k in f.files}
+        """Read a catalogue written by `save`.
+
+        Raises:
+            GWDataError: naming the file and what is wrong with it (missing, not an ``.npz``
+                archive, arrays missing or of inconsistent shapes).
+        """
+        path = Path(path)
+        if not path.exists():
+            raise GWDataError(f"{path}: no such file")
+        if not path.is_file():
+            raise GWDataError(f"{path}: not a file")
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as f:
+                npy = f.read(6) == b"\x93NUMPY"
+            what = "an .npy array" if npy else "not a zip archive (is it a text file?)"
+            raise GWDataError(f"{path}: {what}; expected the .npz archive Catalogue.save writes")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                get = {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise GWDataError(
+                f"{path}: unreadable .npz archive ({e}); expected one written by Catalogue.save"
+            ) from None
 
         def pick(prefix):
             return {k[len(prefix) :]: v for k, v in get.items() if k.startswith(prefix)}
 
+        missing = [k for k in ("pe_prior", "p_draw", "n_draw", "snr") if k not in get]
+        missing += [f"{p}<name>" for p in ("post_", "inj_", "truth_") if not pick(p)]
+        if missing:
+            raise GWDataError(
+                f"{path}: missing arrays {missing} (it holds {sorted(get) or 'none'}); a catalogue "
+                "file holds post_<param>, inj_<param>, truth_<name>, pe_prior, p_draw, n_draw and "
+                "snr (as written by Catalogue.save)"
+            )
+        posteriors, injections = pick("post_"), pick("inj_")
+        shape = np.shape(get["pe_prior"])
+        for name, a in posteriors.items():
+            if np.ndim(a) != 2 or np.shape(a) != shape:
+                raise GWDataError(
+                    f"{path}: post_{name} has shape {np.shape(a)}; expected pe_prior's "
+                    f"{shape} (events x samples)"
+                )
+        n_found = np.shape(get["p_draw"])
+        for name, a in injections.items():
+            if np.ndim(a) != 1 or np.shape(a) != n_found:
+                raise GWDataError(
+                    f"{path}: inj_{name} has shape {np.shape(a)}; expected p_draw's {n_found}"
+                )
+        try:
+            truths = {k: float(v) for k, v in pick("truth_").items()}
+            n_draw = int(get["n_draw"])
+        except (TypeError, ValueError) as e:
+            raise GWDataError(f"{path}: n_draw and truth_<name> must be scalars ({e})") from None
         return cls(
-            posteriors=pick("post_"),
+            posteriors=posteriors,
             pe_prior=get["pe_prior"],
-            injections=pick("inj_"),
+            injections=injections,
             p_draw=get["p_draw"],
-            n_draw=int(get["n_draw"]),
-            truths={k: float(v) for k, v in pick("truth_").items()},
+            n_draw=n_draw,
+            truths=truths,
             true_events=pick("true_"),
             snr=get["snr"],
             observing_time=float(get["observing_time"]) if "observing_time" in get else None,

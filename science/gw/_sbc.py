@@ -20,6 +20,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxaccel import runtime
+
 from . import _job, _mock
 
 __all__ = ["SBC_PRIORS", "run_sbc", "summarise"]
@@ -28,28 +30,23 @@ __all__ = ["SBC_PRIORS", "run_sbc", "summarise"]
 SBC_PRIORS = {"alpha": (2.0, 5.0), "mpp": (25.0, 40.0), "lamb": (0.0, 5.0)}
 
 
-def _one(k: int, seed: int, priors: dict, n_events: int, steps: int, n_draws: int) -> dict:
+def _one(k: int, key, priors: dict, n_events: int, steps: int, n_draws: int) -> dict:
     from science import samplers as ss
 
-    rng = np.random.default_rng([seed, k])
+    key = jax.random.fold_in(key, k)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
     drawn = {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in priors.items()}
     truths = dict(_mock.GWTC3_PLP) | drawn
     cat = _mock.make_catalogue(
         int(rng.integers(2**31)), n_events=n_events, n_injections=300_000, hyper=truths
     )
-    config = _job.JobConfig(
-        model="bbh",
-        free=tuple(priors),
-        priors=dict(_job.PRIORS) | priors,
-        n_events=None,
-        steps=steps,
-        n_draws=n_draws,
+    config = _job.GWConfig(
+        model="bbh", free=tuple(priors), priors=priors, steps=steps, n_draws=n_draws
     )
     target, _, _ = _job.build_target(cat, config)
-    result = ss.sample(
-        jax.random.key(k), target, _job.make_sampler(config, refine=True), progress=False
-    )
-    x = result.resample(jax.random.key(k + 1), 4000)
+    k_fit, k_draws = jax.random.split(key)
+    result = ss.sample(k_fit, target, _job.make_sampler(config), progress=False)
+    x = result.resample(k_draws, 4000)
     quantiles = {n: float(np.mean(x[:, j] < drawn[n])) for j, n in enumerate(result.names)}
     return {
         "catalogue": k,
@@ -82,13 +79,10 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def _plot(path: Path, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(rows[0]["quantiles"])
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    fig, axes = runtime.figure(
+        1, len(names), figsize=(3.2 * len(names), 3), squeeze=False, layout="constrained"
+    )
     bins = max(4, min(10, len(rows) // 2))
     for ax, n in zip(axes[0], names, strict=True):
         ax.hist([r["quantiles"][n] for r in rows], bins=bins, range=(0, 1))
@@ -96,22 +90,24 @@ def _plot(path: Path, rows: list[dict]) -> None:
         ax.set_xlabel(f"posterior quantile of true {n}")
     axes[0][0].set_ylabel("catalogues")
     axes[0][0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    runtime.save_figure(fig, path, dpi=90)
 
 
 def run_sbc(
     n_catalogues: int,
     *,
-    seed: int = 0,
+    key: jax.Array,
     priors: dict | None = None,
     n_events: int = 60,
     steps: int = 300,
     n_draws: int = 3000,
     out: Path | None = None,
 ) -> dict:
-    """Fit ``n_catalogues`` simulated catalogues; returns ``{"rows": [...], "summary": {...}}``."""
+    """Fit ``n_catalogues`` simulated catalogues; returns ``{"rows": [...], "summary": {...}}``.
+
+    Catalogue ``k`` (its truths, its mock data and its fit) derives from ``fold_in(key, k)``, so a
+    restarted run continues with the catalogues an uninterrupted one would have made.
+    """
     priors = dict(SBC_PRIORS if priors is None else priors)
     rows: list[dict] = []
     path = None if out is None else Path(out) / "sbc.json"
@@ -119,7 +115,7 @@ def run_sbc(
         rows = json.loads(path.read_text())["rows"]
     t0 = time.perf_counter()
     for k in range(len(rows), n_catalogues):
-        rows.append(_one(k, seed, priors, n_events, steps, n_draws))
+        rows.append(_one(k, key, priors, n_events, steps, n_draws))
         q = ", ".join(f"{n} {v:.2f}" for n, v in rows[-1]["quantiles"].items())
         print(
             f"sbc catalogue {k + 1}/{n_catalogues}: quantiles {q} ({time.perf_counter() - t0:.0f} s)"
@@ -140,5 +136,5 @@ if __name__ == "__main__":
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("out") / "gw_sbc")
     a = p.parse_args()
-    res = run_sbc(a.n, seed=a.seed, n_events=a.events, out=a.out)
+    res = run_sbc(a.n, key=jax.random.key(a.seed), n_events=a.events, out=a.out)
     print(json.dumps(res["summary"], indent=2))

@@ -3,37 +3,28 @@
 Samplers are pure ``init``/``step`` functions (BlackJAX's shape). The driver runs ``step`` in jitted
 chunks of ``lax.scan``; after each chunk it checks that no log-density or gradient went non-finite
 (stopping with the parameter values and where), lets the sampler adapt (train its flow), records
-what the phase keeps, and writes a checkpoint. The key of chunk ``i`` is ``fold_in(key, i)``, so a
-run resumed from a checkpoint produces exactly the samples of an uninterrupted run.
+what the phase keeps, and writes a checkpoint (`jaxaccel.runtime.Checkpointer`). The key of chunk
+``i`` is ``fold_in(key, i)``, so a run resumed from a checkpoint produces exactly the samples of an
+uninterrupted run. Progress goes through `jaxaccel.runtime.Progress`: "compiling…" while a chunk
+length runs for the first time, "resumed from step N" after a checkpoint, and `ChunkRunner.tick`
+moves the bar from inside a chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
-import os
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = [
-    "SamplerError",
-    "Checkpoint",
-    "ChunkRunner",
-    "Progress",
-    "as_key",
-    "key_fingerprint",
-    "lenient",
-]
+from jaxaccel import Error, InputError, runtime
+
+__all__ = ["SamplerError", "ChunkRunner", "Phase", "as_key", "checkpointer", "lenient"]
 
 
 def lenient(fn: Callable) -> Callable:
@@ -52,94 +43,34 @@ def lenient(fn: Callable) -> Callable:
     return wrapper
 
 
-class SamplerError(FloatingPointError):
+class SamplerError(Error, FloatingPointError):
     """A run stopped because the target returned a non-finite value (message says where)."""
 
 
 def as_key(key) -> jax.Array:
     """A typed PRNG key (flowjax needs them) from a typed key or a raw ``uint32[2]`` one."""
-    key = key if isinstance(key, jax.Array) else jnp.asarray(key)
+    if not isinstance(key, jax.Array | np.ndarray):
+        raise InputError(f"key: expected a JAX PRNG key (jax.random.key(seed)), got {key!r}")
+    key = jnp.asarray(key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
-            raise TypeError(f"key: expected a single PRNG key, got a batch of shape {key.shape}")
+            raise InputError(f"key: expected a single PRNG key, got a batch of shape {key.shape}")
         return key
     if key.shape != (2,) or key.dtype != jnp.uint32:
-        raise TypeError(
+        raise InputError(
             f"key: expected a JAX PRNG key (jax.random.key(seed)), got {key.dtype}{key.shape}"
         )
     return jax.random.wrap_key_data(key)
 
 
-def key_fingerprint(key) -> list[int]:
-    return np.asarray(jax.random.key_data(key)).tolist()
-
-
-class Progress:
-    """A tqdm progress bar on stderr (silent when disabled)."""
-
-    def __init__(self, total: int, desc: str, enabled: bool):
-        self._bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False, unit="step")
-
-    def update(self, n: int, **postfix):
-        if self._bar is not None:
-            self._bar.update(n)
-            if postfix:
-                self._bar.set_postfix({k: f"{v:.3g}" for k, v in postfix.items()})
-
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
-
-
-class Checkpoint:
-    """State + records of a run in ``folder``, written atomically after every chunk.
-
-    ``fingerprint`` (sampler settings, target size, key) must match on resume, so a checkpoint
-    is never silently applied to a different run.
-    """
-
-    def __init__(self, folder: str | os.PathLike | None, fingerprint: dict[str, Any]):
-        self.folder = None if folder is None else Path(folder)
-        self.fingerprint = hashlib.sha256(
-            json.dumps(fingerprint, sort_keys=True, default=str).encode()
-        ).hexdigest()[:16]
-
-    def load(self, like_state: Any) -> tuple[int, Any, dict[str, list[np.ndarray]]] | None:
-        if self.folder is None or not (self.folder / "checkpoint.json").exists():
-            return None
-        meta = json.loads((self.folder / "checkpoint.json").read_text())
-        if meta.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                f"checkpoint in {self.folder} belongs to a different run (other settings, target or "
-                "seed); delete the folder's checkpoint.* files or choose another output folder"
-            )
-        state = eqx.tree_deserialise_leaves(self.folder / "checkpoint.eqx", like_state)
-        records: dict[str, list[np.ndarray]] = {}
-        with np.load(self.folder / "checkpoint.npz") as f:
-            for name in f.files:
-                records[name] = [f[name]] if f[name].size else []
-        return int(meta["chunks_done"]), state, records
-
-    def save(self, chunks_done: int, state: Any, records: dict[str, list[np.ndarray]]):
-        if self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / "checkpoint.tmp"
-        eqx.tree_serialise_leaves(tmp.with_suffix(".eqx.tmp"), state)
-        arrays = {
-            k: (np.concatenate(v, axis=0) if v else np.zeros((0,))) for k, v in records.items()
-        }
-        with open(tmp.with_suffix(".npz.tmp"), "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp.with_suffix(".eqx.tmp"), self.folder / "checkpoint.eqx")
-        os.replace(tmp.with_suffix(".npz.tmp"), self.folder / "checkpoint.npz")
-        meta = {"fingerprint": self.fingerprint, "chunks_done": chunks_done, "time": time.time()}
-        (self.folder / "checkpoint.json.tmp").write_text(json.dumps(meta))
-        os.replace(self.folder / "checkpoint.json.tmp", self.folder / "checkpoint.json")
+def checkpointer(folder, sampler, target, key, extra: Any = None) -> runtime.Checkpointer:
+    """The checkpointer of one run: its fingerprint is the sampler's settings, the target's
+    dimension, the key and the caller's ``extra`` (e.g. a digest of the data, which the sampler
+    cannot see), so a checkpoint never resumes a different run."""
+    return runtime.Checkpointer(
+        folder,
+        runtime.fingerprint({"sampler": repr(sampler), "dim": target.dim, "extra": extra}, key),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +124,13 @@ def flag_bad(lp, grad, code_lp: int, code_grad: int):
 
 
 class ChunkRunner:
-    """Runs the phases of a sampler with checkpoints, progress and finite checks."""
+    """Runs the phases of a sampler with checkpoints, progress and finite checks.
+
+    ``step_chunk(state, keys, phase) -> (state, info)`` runs one chunk; ``adapt(key, state, info,
+    phase)`` (optional) runs between chunks; ``record(state, info)`` returns the arrays a
+    recording phase keeps; ``explain(info)`` (optional) may refine ``info``'s failure fields on
+    the host before the finite check raises.
+    """
 
     def __init__(
         self,
@@ -202,9 +139,10 @@ class ChunkRunner:
         step_chunk: Callable,
         adapt: Callable | None,
         record: Callable[[Any, Any], dict[str, Any]],
-        checkpoint: Checkpoint,
+        checkpoint: runtime.Checkpointer,
         progress: bool,
         desc: str,
+        explain: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ):
         self.target = target
         self.step_chunk = step_chunk
@@ -213,35 +151,55 @@ class ChunkRunner:
         self.checkpoint = checkpoint
         self.progress = progress
         self.desc = desc
+        self.explain = explain
+        self.bar: runtime.Progress | None = None
+        self._every = 1
+
+    def tick(self, done) -> None:
+        """From inside a chunk being traced: move the bar to ``done`` (a traced step count)."""
+        if self.bar is not None:
+            self.bar.tick(done, every=self._every)
 
     def run(self, key, state, phases: list[Phase]):
         chunks = [(p, i) for p in phases for i in range(p.n_chunks)]
         total_steps = sum(p.n_chunks * p.chunk_len for p in phases)
         records: dict[str, list[np.ndarray]] = {}
         done = 0
-        loaded = self.checkpoint.load(state)
-        if loaded is not None:
-            done, state, records = loaded
-        bar = Progress(total_steps, self.desc, self.progress)
-        bar.update(sum(p.chunk_len for p, _ in chunks[:done]))
+        found = self.checkpoint.restore(state)
+        if found is not None:
+            done, state = found.step, found.state
+            records = {k: [v] for k, v in found.arrays.items()}
         step0 = sum(p.chunk_len for p, _ in chunks[:done])
-        try:
-            for c in range(done, len(chunks)):
-                phase, _ = chunks[c]
-                kc = jax.random.fold_in(key, c)
-                keys = jax.random.split(kc, phase.chunk_len)
-                state, info = self.step_chunk(state, keys, phase)
-                check_finite(info, self.target, f"{self.desc} ({phase.name})", step0)
-                if phase.record:
-                    for k, v in self.record(state, info).items():
-                        records.setdefault(k, []).append(np.asarray(v))
-                if self.adapt is not None:
-                    state = self.adapt(jax.random.fold_in(kc, 1), state, info, phase)
-                step0 += phase.chunk_len
-                self.checkpoint.save(c + 1, state, records)
-                bar.update(phase.chunk_len, **_postfix(info))
-        finally:
-            bar.close()
+        self._every = max(1, max((p.chunk_len for p in phases), default=1) // 20)
+        compiled: set[int] = set()
+        with runtime.Progress(total_steps, self.desc, enabled=self.progress) as bar:
+            self.bar = bar
+            bar.resumed(step0)
+            try:
+                for c in range(done, len(chunks)):
+                    phase, _ = chunks[c]
+                    kc = jax.random.fold_in(key, c)
+                    keys = jax.random.split(kc, phase.chunk_len)
+                    first = phase.chunk_len not in compiled
+                    with bar.compiling() if first else contextlib.nullcontext():
+                        state, info = self.step_chunk(state, keys, phase)
+                        jax.block_until_ready(state)
+                    compiled.add(phase.chunk_len)
+                    if self.explain is not None and np.asarray(info["bad"]).any():
+                        info = self.explain(info)
+                    check_finite(info, self.target, f"{self.desc} ({phase.name})", step0)
+                    if phase.record:
+                        for k, v in self.record(state, info).items():
+                            records.setdefault(k, []).append(np.asarray(v))
+                    if self.adapt is not None:
+                        with bar.compiling() if c == done else contextlib.nullcontext():
+                            state = self.adapt(jax.random.fold_in(kc, 1), state, info, phase)
+                    step0 += phase.chunk_len
+                    arrays = {k: np.concatenate(v, axis=0) for k, v in records.items() if v}
+                    self.checkpoint.save(c + 1, state, arrays=arrays)
+                    bar.set(step0, **_postfix(info))
+            finally:
+                self.bar = None
         return state, {k: np.concatenate(v, axis=0) for k, v in records.items() if v}
 
 

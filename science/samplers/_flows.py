@@ -23,6 +23,9 @@ from flowjax.flows import coupling_flow
 from jaxtyping import Array, Float, PRNGKeyArray
 from paramax.utils import inv_softplus
 
+from jaxaccel import InputError
+
+from . import _checks
 from ._driver import lenient
 
 __all__ = [
@@ -56,10 +59,10 @@ class FlowConfig:
 
     def __post_init__(self):
         for name in ("layers", "knots", "width", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"FlowConfig.{name}: expected a positive integer")
-        if not self.interval > 0 or not self.learning_rate > 0:
-            raise ValueError("FlowConfig.interval and learning_rate must be positive")
+            _checks.positive_int("FlowConfig", name, getattr(self, name))
+        _checks.non_negative_int("FlowConfig", "depth", self.depth)
+        _checks.number("FlowConfig", "interval", self.interval, gt=0)
+        _checks.number("FlowConfig", "learning_rate", self.learning_rate, gt=0)
 
 
 @lenient
@@ -190,7 +193,7 @@ def concentrate(flow: Transformed, temperature: float) -> Transformed:
     posterior, which keeps the estimator's variance finite.
     """
     if not 0 < temperature <= 1:
-        raise ValueError(f"temperature: expected 0 < temperature <= 1, got {temperature}")
+        raise InputError(f"temperature: expected 0 < temperature <= 1, got {temperature}")
     dim = flow.shape[0]
     dtype = jnp.zeros(()).dtype
     base = Normal(jnp.zeros(dim, dtype), jnp.full(dim, jnp.sqrt(temperature), dtype))

@@ -21,7 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._driver import Checkpoint, ChunkRunner, Phase, as_key, flag_bad, key_fingerprint, lenient
+from jaxaccel import InputError
+
+from . import _checks
+from ._driver import ChunkRunner, Phase, as_key, checkpointer, flag_bad, lenient
 from ._flows import FlowConfig, make_fitter, make_flow, moments, set_affine, split_flow
 from ._result import Result, chain_diagnostics, harmonic_evidence
 from ._target import Target, TargetError
@@ -65,11 +68,20 @@ class FlowMCMC:
     flow: FlowConfig = FlowConfig()
 
     def __post_init__(self):
-        for name in ("n_chains", "n_local", "cycles_per_loop", "n_samples", "buffer_loops"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"FlowMCMC.{name}: expected a positive integer")
-        if self.train_loops < 1:
-            raise ValueError("FlowMCMC.train_loops: expected >= 1 (the flow must be trained)")
+        for name in (
+            "n_chains",
+            "n_local",
+            "train_loops",
+            "cycles_per_loop",
+            "n_samples",
+            "buffer_loops",
+            "train_epochs",
+        ):
+            _checks.positive_int("FlowMCMC", name, getattr(self, name))
+        _checks.number("FlowMCMC", "initial_step_size", self.initial_step_size, gt=0)
+        _checks.number("FlowMCMC", "target_accept", self.target_accept, gt=0, lt=1)
+        _checks.flag("FlowMCMC", "evidence", self.evidence)
+        _checks.flow_config("FlowMCMC", self.flow)
 
     # ------------------------------------------------------------------ init / step
     def init(self, key, target: Target, init_positions=None):
@@ -211,7 +223,17 @@ class FlowMCMC:
         )
 
     # ------------------------------------------------------------------ run
-    def run(self, key, target: Target, *, out=None, progress=True, mesh=None, init_positions=None):
+    def run(
+        self,
+        key,
+        target: Target,
+        *,
+        out=None,
+        progress=True,
+        mesh=None,
+        init_positions=None,
+        fingerprint=None,
+    ):
         t0 = time.perf_counter()
         key = as_key(key)
         k_init, k_run, k_ev = jax.random.split(key, 3)
@@ -243,15 +265,12 @@ class FlowMCMC:
                 "accept_global": np.asarray(info["accept_global"]).T,
             }
 
-        ckpt = Checkpoint(
-            out, {"sampler": repr(self), "dim": target.dim, "key": key_fingerprint(key)}
-        )
         runner = ChunkRunner(
             target=target,
             step_chunk=step_chunk,
             adapt=adapt,
             record=record,
-            checkpoint=ckpt,
+            checkpoint=checkpointer(out, self, target, key, fingerprint),
             progress=progress,
             desc="flow MCMC",
         )
@@ -300,7 +319,7 @@ def _shard_chains(state, mesh, n_chains: int):
 
     axis = mesh.axis_names[0]
     if n_chains % mesh.shape[axis]:
-        raise ValueError(
+        raise InputError(
             f"mesh: n_chains={n_chains} must be divisible by the mesh axis {axis!r} of size "
             f"{mesh.shape[axis]}"
         )
@@ -329,6 +348,19 @@ class NUTS:
     dense_mass: bool = False
     chunk: int = 100
     evidence: bool = True
+
+    def __post_init__(self):
+        for name in ("n_chains", "n_samples", "max_tree_depth", "chunk"):
+            _checks.positive_int("NUTS", name, getattr(self, name))
+        _checks.non_negative_int("NUTS", "n_warmup", self.n_warmup)
+        _checks.number("NUTS", "target_accept", self.target_accept, gt=0, lt=1)
+        _checks.flag("NUTS", "dense_mass", self.dense_mass)
+        _checks.flag("NUTS", "evidence", self.evidence)
+        if self.n_warmup % max(-(-self.n_warmup // self.chunk), 1):
+            raise InputError(
+                f"NUTS.n_warmup: expected a count that splits into equal chunks of at most chunk "
+                f"({self.chunk}) steps, got {self.n_warmup}"
+            )
 
     def init(self, key, target: Target, init_positions=None):
         from numpyro.infer import NUTS as _NUTS
@@ -366,16 +398,31 @@ class NUTS:
         }
         return new, info
 
-    def run(self, key, target: Target, *, out=None, progress=True, mesh=None, init_positions=None):
+    def run(
+        self,
+        key,
+        target: Target,
+        *,
+        out=None,
+        progress=True,
+        mesh=None,
+        init_positions=None,
+        fingerprint=None,
+    ):
         t0 = time.perf_counter()
         key = as_key(key)
         k_init, k_run, k_ev = jax.random.split(key, 3)
         state = self.init(k_init, target, init_positions)
         state = _shard_chains(state, mesh, self.n_chains)
 
+        def body(s, k):
+            new, info = self.step(k, s)
+            runner.tick(jnp.max(new.i) + 1)  # numpyro counts iterations from 0
+            return new, info
+
         @jax.jit
         def run_chunk(state, keys):
-            return jax.lax.scan(lambda s, k: self.step(k, s), state, keys)
+            return jax.lax.scan(body, state, keys)
 
         wc = -(-self.n_warmup // self.chunk)
         sc = -(-self.n_samples // self.chunk)
@@ -383,8 +430,6 @@ class NUTS:
         if self.n_warmup:
             phases.append(Phase("warmup", wc, self.n_warmup // wc, False))
         phases.append(Phase("sample", sc, -(-self.n_samples // sc), True))
-        if self.n_warmup % max(wc, 1):
-            raise ValueError(f"NUTS.n_warmup must be a multiple of chunk={self.chunk} or below it")
 
         def record(state, info):
             return {
@@ -394,15 +439,12 @@ class NUTS:
                 "steps": np.asarray(info["steps"]).T,
             }
 
-        ckpt = Checkpoint(
-            out, {"sampler": repr(self), "dim": target.dim, "key": key_fingerprint(key)}
-        )
         runner = ChunkRunner(
             target=target,
             step_chunk=lambda s, k, p: run_chunk(s, k),
             adapt=None,
             record=record,
-            checkpoint=ckpt,
+            checkpoint=checkpointer(out, self, target, key, fingerprint),
             progress=progress,
             desc="NUTS",
         )
@@ -419,13 +461,43 @@ class NUTS:
 
 
 @lenient
-def sample(key, target: Target, sampler, *, out=None, progress=True, mesh=None, **kwargs) -> Result:
+def sample(
+    key,
+    target: Target,
+    sampler,
+    *,
+    out=None,
+    progress=True,
+    mesh=None,
+    fingerprint=None,
+    **kwargs,
+) -> Result:
     """Run ``sampler`` (`FlowMCMC`, `FlowVI` or `NUTS`) on ``target``.
 
     ``out``: a folder for the checkpoint (written after every chunk; a rerun with the same
-    arguments resumes from it and returns identical results). ``mesh``: a ``jax.sharding.Mesh``
-    whose first axis splits the chains (or flow draws). Returns a `Result`.
+    arguments resumes from it, says so, and returns identical results). ``fingerprint``:
+    anything JSON-able that identifies the run beyond the sampler's settings, the target's
+    dimension and the key (e.g. a digest of the data): a checkpoint written with another one is
+    refused (`jaxaccel.CheckpointError`) instead of resumed. ``mesh``: a ``jax.sharding.Mesh``
+    whose first axis splits the chains (or flow draws). ``progress``: progress bars on stderr.
+    Returns a `Result`.
+
+    Raises:
+        jaxaccel.InputError: ``sampler`` is not a sampler object (a string such as ``"nuts"``
+            is refused with the class to use), ``target`` not a `Target`, ``key`` not a key.
     """
     if not isinstance(target, Target):
-        raise TypeError(f"target: expected a science.samplers.Target, got {type(target).__name__}")
-    return sampler.run(key, target, out=out, progress=progress, mesh=mesh, **kwargs)
+        raise InputError(f"target: expected a science.samplers.Target, got {type(target).__name__}")
+    if not all(callable(getattr(sampler, m, None)) for m in ("run", "init", "step")):
+        hint = ""
+        if isinstance(sampler, str):
+            known = {"nuts": "NUTS", "flowvi": "FlowVI", "flowmcmc": "FlowMCMC"}
+            name = known.get(sampler.lower().replace("-", "").replace("_", "").replace(" ", ""))
+            hint = f"; write science.samplers.{name}()" if name else ""
+        raise InputError(
+            "sampler: expected a sampler object (science.samplers.FlowVI(), FlowMCMC() or "
+            f"NUTS(), with its settings), got {sampler!r}{hint}"
+        )
+    return sampler.run(
+        key, target, out=out, progress=progress, mesh=mesh, fingerprint=fingerprint, **kwargs
+    )

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from jaxaccel import InputError, runtime
+
 from ._driver import lenient
 
 __all__ = [
@@ -58,7 +60,7 @@ def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
     lw = np.asarray(log_weights, dtype=np.float64)
     finite = np.isfinite(lw)
     if not finite.any():
-        raise ValueError("psis: every importance weight is zero (log-weight -inf)")
+        raise InputError("psis: every importance weight is zero (log-weight -inf)")
     # Zero weights (-inf) stay negligible but finite for the Pareto fit.
     lw = np.where(finite, lw, lw[finite].min() - 700.0)
     with warnings.catch_warnings():
@@ -105,7 +107,7 @@ def harmonic_evidence(
     z = np.asarray(z)
     n_chains, n_draws, dim = z.shape
     if n_draws < 20:
-        raise ValueError(f"harmonic_evidence: need at least 20 draws per chain, got {n_draws}")
+        raise InputError(f"harmonic_evidence: need at least 20 draws per chain, got {n_draws}")
     half = n_draws // 2
     # Thin each half to at most ``max_draws`` draws in all (every k-th draw of each chain): the
     # flow fit and the estimator cost scale with the draws, their precision barely does past that.
@@ -270,26 +272,31 @@ class Result:
         )
 
     def corner(self, path: str | Path, *, truths: dict[str, float] | None = None, max_dims=8):
-        """A corner plot (the ``corner`` package) of the first ``max_dims`` parameters."""
-        import matplotlib
+        """A corner plot (the ``corner`` package) of the first ``max_dims`` parameters.
 
-        matplotlib.use("Agg")
+        Drawn on a `matplotlib.figure.Figure` (object API; the global backend is left alone).
+        """
         import corner
-        import matplotlib.pyplot as plt
 
         k = min(len(self.names), max_dims)
         x = self.samples.reshape(-1, self.samples.shape[-1])[:, :k]
         w = self.weights()
         t = None if truths is None else [truths.get(n) for n in self.names[:k]]
+        size = 2.0 * k + 2.0 * (k - 1) * 0.05 + 1.4  # corner's own figure size for k panels
+        fig, _ = runtime.figure(k, k, figsize=(size, size))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fig = corner.corner(
-                x, weights=w, labels=list(self.names[:k]), truths=t, show_titles=True, bins=30
+            corner.corner(
+                x,
+                weights=w,
+                labels=list(self.names[:k]),
+                truths=t,
+                show_titles=True,
+                bins=30,
+                fig=fig,
             )
         fig.suptitle(f"{self.sampler}: {x.shape[0]} draws, min ESS {self.min_ess():.0f}")
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        return path
+        return runtime.save_figure(fig, path, dpi=80)
 
 
 def reweight(result: Result, log_ratio: np.ndarray, *, sampler: str | None = None) -> Result:
@@ -302,16 +309,16 @@ def reweight(result: Result, log_ratio: np.ndarray, *, sampler: str | None = Non
     means, so their shared Monte-Carlo noise largely cancels).
     """
     if result.raw_log_weights is None:
-        raise ValueError(
+        raise InputError(
             "reweight: the result has no raw_log_weights (only flow VI results carry them)"
         )
     old = np.asarray(result.raw_log_weights, dtype=np.float64).reshape(-1)
     log_ratio = np.asarray(log_ratio, dtype=np.float64).reshape(-1)
     if log_ratio.shape != old.shape:
-        raise ValueError(f"reweight: log_ratio has {log_ratio.size} values for {old.size} draws")
+        raise InputError(f"reweight: log_ratio has {log_ratio.size} values for {old.size} draws")
     live = np.isfinite(old)
     if np.isnan(log_ratio[live]).any():
-        raise ValueError("reweight: log_ratio is NaN at some draws with non-zero weight")
+        raise InputError("reweight: log_ratio is NaN at some draws with non-zero weight")
     new = np.where(live, old + np.where(live, log_ratio, 0.0), -np.inf)
     log_z, log_z_err = importance_evidence(new)
     smoothed, khat = psis(new)

@@ -32,6 +32,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxaccel import InputError
+
 from ._driver import lenient
 
 __all__ = ["Target", "TargetError"]
@@ -41,7 +43,7 @@ Bounds = tuple[float | None, float | None]
 REFERENCE_SCALE = 3.0
 
 
-class TargetError(ValueError):
+class TargetError(InputError):
     """A target or its input is malformed (the message names the parameter and what was expected)."""
 
 
@@ -345,7 +347,9 @@ class Target:
         self._check_init()
 
     def _check_init(self) -> None:
-        lp, g = jax.value_and_grad(self.log_density)(self.z0)
+        # jitted: one compilation instead of an eager run that compiles every operation alone
+        # (17 s against 4 s for the gw-population likelihood)
+        lp, g = jax.jit(jax.value_and_grad(self.log_density))(self.z0)
         if not bool(jnp.isfinite(lp)):
             raise TargetError(
                 f"log-density is {float(lp)} at the initial parameters "

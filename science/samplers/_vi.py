@@ -13,6 +13,7 @@ The draws are the parallel part: ``n_draws`` densities in one batched call, no s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Any
@@ -23,7 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._driver import Checkpoint, ChunkRunner, Phase, SamplerError, as_key, key_fingerprint
+from jaxaccel import InputError, runtime
+
+from . import _checks
+from ._driver import ChunkRunner, Phase, SamplerError, as_key, checkpointer
 from ._flows import FlowConfig, make_flow, moments, split_flow
 from ._result import Result, importance_evidence, psis
 from ._target import Target
@@ -64,24 +68,28 @@ class FlowVI:
     flow: FlowConfig = FlowConfig()
 
     def __post_init__(self):
-        for name in ("steps", "n_elbo", "n_draws", "draw_batch", "chunk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"FlowVI.{name}: expected a positive integer")
-        if not 0 <= self.anneal < 1:
-            raise ValueError(f"FlowVI.anneal: expected 0 <= anneal < 1, got {self.anneal}")
-        if not 0 <= self.defensive < 1:
-            raise ValueError(f"FlowVI.defensive: expected 0 <= defensive < 1, got {self.defensive}")
-        if not 0 < self.beta0 <= 1:
-            raise ValueError(f"FlowVI.beta0: expected 0 < beta0 <= 1, got {self.beta0}")
+        for name in ("steps", "n_elbo", "n_draws", "draw_batch", "refine_steps", "chunk"):
+            _checks.positive_int("FlowVI", name, getattr(self, name))
+        _checks.non_negative_int("FlowVI", "max_refine", self.max_refine)
+        _checks.number("FlowVI", "learning_rate", self.learning_rate, gt=0)
+        _checks.number("FlowVI", "anneal", self.anneal, ge=0, lt=1)
+        _checks.number("FlowVI", "defensive", self.defensive, ge=0, lt=1)
+        _checks.number("FlowVI", "beta0", self.beta0, gt=0, le=1)
+        _checks.number("FlowVI", "khat_threshold", self.khat_threshold, gt=0)
+        _checks.flow_config("FlowVI", self.flow)
 
     # ------------------------------------------------------------------ init / step
     def init(self, key, target: Target):
         """A flow whose affine part matches the reference (prior) draws' moments."""
         k_ref, k_flow = jax.random.split(key)
-        ref = target.prior_sample(k_ref, 2048)
-        ok = jnp.isfinite(jax.vmap(target.log_reference)(ref))
-        ref = jnp.where(ok[:, None], ref, target.z0)
-        loc, chol = moments(ref)
+
+        @jax.jit  # one compilation, not an eager run that compiles each operation on its own
+        def reference_moments(k):
+            ref = target.prior_sample(k, 2048)
+            ok = jnp.isfinite(jax.vmap(target.log_reference)(ref))
+            return moments(jnp.where(ok[:, None], ref, target.z0))
+
+        loc, chol = reference_moments(k_ref)
         flow = make_flow(k_flow, target.dim, self.flow, loc=loc, chol=chol)
         params, static = split_flow(flow)
         object.__setattr__(self, "_static", static)
@@ -113,8 +121,22 @@ class FlowVI:
         frac = state.step.astype(dtype) / (self.anneal * state.total.astype(dtype))
         return jnp.minimum(1.0, self.beta0 ** (1.0 - jnp.minimum(frac, 1.0)))
 
-    def step(self, key, state: VIState, target: Target, *, n_elbo: int, tempering: bool):
-        """One Adam step on the tempered negative ELBO (sticking-the-landing gradient)."""
+    def step(
+        self,
+        key,
+        state: VIState,
+        target: Target,
+        *,
+        n_elbo: int,
+        tempering: bool,
+        rescue: bool = True,
+    ):
+        """One Adam step on the tempered negative ELBO (sticking-the-landing gradient).
+
+        ``rescue=False`` leaves out the rescue term (see below) and only flags, in
+        ``info["lost"]``, a step where it would have acted (every draw at zero density): `run`
+        runs chunks without it (a third less to compile) and reruns a flagged chunk with it.
+        """
         beta = self.beta(state, tempering)
 
         def loss_fn(params):
@@ -138,24 +160,23 @@ class FlowVI:
             # under q): then fit the flow to reference draws instead, weighted by their tempered
             # likelihood (self-normalised importance sampling of the forward KL), which leads it
             # back to where the density is not zero.
-            rescue = jax.lax.cond(
+            if not rescue:
+                return fit + escape, (x, log_p)
+            back = jax.lax.cond(
                 jnp.any(inside),
                 lambda: jnp.zeros(()),
                 lambda: self._rescue(flow, key, target, beta, n_elbo),
             )
-            return fit + escape + rescue, (x, log_p)
+            return fit + escape + back, (x, log_p)
 
         (loss, (x, log_p)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         bad_each = jnp.isnan(log_p) | (log_p == jnp.inf)
         grad_bad = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-
-        def locate(_):  # only when a gradient went non-finite: which draw's density gradient?
-            g = jax.vmap(jax.grad(lambda z: target.tempered(z, beta)))(x)
-            return ~jnp.all(jnp.isfinite(g), axis=-1) & (log_p > -jnp.inf)
-
-        grad_each = jax.lax.cond(grad_bad, locate, lambda _: jnp.zeros_like(bad_each), None)
         bad = jnp.any(bad_each) | grad_bad
-        where = jnp.where(jnp.any(bad_each), 4, jnp.where(jnp.any(grad_each), 6, 7))
+        # A non-finite training gradient is provisionally blamed on the flow (7); `_explain`
+        # looks for the draw whose density gradient is at fault on the host, only when it
+        # happens (compiling that search into every step would double the compile time).
+        where = jnp.where(jnp.any(bad_each), 4, 7)
         updates, opt_state = self._opt.update(grads, state.opt_state, state.params)
         params = eqx.apply_updates(state.params, updates)
         new = VIState(params, opt_state, state.step + 1, state.total)
@@ -165,10 +186,33 @@ class FlowVI:
             "loss": loss,
             "beta": beta,
             "bad": bad,
-            "bad_z": x[jnp.argmax(bad_each | grad_each)],
+            "bad_z": x[jnp.argmax(bad_each)],
             "bad_where": where,
+            "draws": x,
+            "log_p": log_p,
+            "lost": ~jnp.any(log_p > -jnp.inf),
         }
         return new, info
+
+    def _explain(self, info: dict[str, Any], target: Target) -> dict[str, Any]:
+        """Host side, after a chunk flagged a bad step: if the training gradient went non-finite
+        with finite densities, find the flow draw whose density gradient is not finite (6);
+        otherwise the flow itself is unstable (7)."""
+        info = dict(info)
+        bad = np.asarray(info["bad"])
+        i = int(np.argmax(bad))
+        where = np.array(info["bad_where"])
+        if int(where[i]) != 7:
+            return info
+        x, log_p, beta = info["draws"][i], np.asarray(info["log_p"][i]), info["beta"][i]
+        g = jax.jit(jax.vmap(jax.grad(lambda z: target.tempered(z, beta))))(x)
+        at_fault = ~np.all(np.isfinite(np.asarray(g)), axis=-1) & (log_p > -np.inf)
+        if at_fault.any():
+            bad_z = np.array(info["bad_z"])
+            bad_z[i] = np.asarray(x)[int(np.argmax(at_fault))]
+            where[i] = 6
+            info["bad_z"], info["bad_where"] = bad_z, where
+        return info
 
     def _rescue(self, flow, key, target: Target, beta, n: int):
         z = target.prior_sample(jax.random.fold_in(key, 1), n)
@@ -178,7 +222,7 @@ class FlowVI:
         w = jax.lax.stop_gradient(jnp.where(jnp.any(ok) & ok, w, 0.0))
         return -jnp.sum(w * jnp.where(ok, flow.log_prob(z), 0.0))
 
-    def draw(self, key, state: VIState, target: Target, mesh=None):
+    def draw(self, key, state: VIState, target: Target, mesh=None, *, progress: bool = False):
         """``n_draws`` importance draws and their log weights ``log p - log q``.
 
         With ``defensive > 0`` the proposal is the mixture ``(1 - defensive) flow + defensive
@@ -213,23 +257,37 @@ class FlowVI:
             return x, log_p - log_q, log_p
 
         xs, lws = [], []
-        for i, k in enumerate(jax.random.split(key, n_batches)):
-            x, lw, log_p = one(k)
-            bad = jnp.isnan(log_p) | (log_p == jnp.inf)
-            if bool(bad.any()):
-                j = int(jnp.argmax(bad))
-                raise SamplerError(
-                    f"flow VI: log-density is {float(log_p[j])} at importance draw "
-                    f"{i * self.draw_batch + j}, parameters {target.describe(x[j])}"
-                )
-            xs.append(np.asarray(x))
-            lws.append(np.asarray(lw))
+        with runtime.Progress(self.n_draws, "flow VI draws", unit="draw", enabled=progress) as bar:
+            for i, k in enumerate(jax.random.split(key, n_batches)):
+                with bar.compiling() if i == 0 else contextlib.nullcontext():
+                    x, lw, log_p = one(k)
+                    log_p = np.asarray(log_p)
+                bad = np.isnan(log_p) | (log_p == np.inf)
+                if bool(bad.any()):
+                    j = int(np.argmax(bad))
+                    raise SamplerError(
+                        f"flow VI: log-density is {float(log_p[j])} at importance draw "
+                        f"{i * self.draw_batch + j}, parameters {target.describe(x[j])}"
+                    )
+                xs.append(np.asarray(x))
+                lws.append(np.asarray(lw))
+                bar.set(min((i + 1) * self.draw_batch, self.n_draws))
         return np.concatenate(xs)[: self.n_draws], np.concatenate(lws)[: self.n_draws]
 
     # ------------------------------------------------------------------ run
-    def run(self, key, target: Target, *, out=None, progress=True, mesh=None, init_positions=None):
+    def run(
+        self,
+        key,
+        target: Target,
+        *,
+        out=None,
+        progress=True,
+        mesh=None,
+        init_positions=None,
+        fingerprint=None,
+    ):
         if init_positions is not None:
-            raise TypeError("FlowVI does not take init_positions (it starts from the prior)")
+            raise InputError("init_positions: FlowVI does not take them (it starts from the prior)")
         t0 = time.perf_counter()
         key = as_key(key)
         k_init, k_run = jax.random.split(key)
@@ -244,34 +302,43 @@ class FlowVI:
                 state = self._new_stage(state.params, steps, lr)
             tempering = stage == 0
 
-            @eqx.filter_jit
-            def run_chunk(state, keys, n_elbo=n_elbo, tempering=tempering):
-                return jax.lax.scan(
-                    lambda s, k: self.step(k, s, target, n_elbo=n_elbo, tempering=tempering),
-                    state,
-                    keys,
-                )
-
-            n_chunks = -(-steps // self.chunk)
-            if steps % n_chunks:
-                raise ValueError(f"FlowVI: steps ({steps}) must be a multiple of chunk or below it")
-            phase = Phase(f"stage {stage}", n_chunks, steps // n_chunks, True)
-            ckpt_dir = None if out is None else f"{out}/stage{stage}"
-            ckpt = Checkpoint(
-                ckpt_dir, {"sampler": repr(self), "dim": target.dim, "key": key_fingerprint(key)}
-            )
             runner = ChunkRunner(
                 target=target,
-                step_chunk=lambda s, k, p: run_chunk(s, k),
+                step_chunk=lambda s, k, p: run_chunk(s, k),  # run_chunk: defined below
                 adapt=None,
                 record=lambda s, info: {"loss": np.asarray(info["loss"])},
-                checkpoint=ckpt,
+                checkpoint=checkpointer(
+                    None if out is None else f"{out}/stage{stage}", self, target, key, fingerprint
+                ),
                 progress=progress,
                 desc=f"flow VI stage {stage}",
+                explain=lambda info: self._explain(info, target),
             )
-            state, rec = runner.run(jax.random.fold_in(k_run, stage), state, [phase])
+
+            @eqx.filter_jit
+            def chunk_of(state, keys, rescue, n_elbo=n_elbo, tempering=tempering, runner=runner):
+                def body(s, k):
+                    new, info = self.step(
+                        k, s, target, n_elbo=n_elbo, tempering=tempering, rescue=rescue
+                    )
+                    runner.tick(new.step)  # moves the bar during a chunk (a host callback)
+                    return new, info
+
+                return jax.lax.scan(body, state, keys)
+
+            def run_chunk(state, keys, chunk_of=chunk_of):
+                new, info = chunk_of(state, keys, False)
+                if np.asarray(info["lost"]).any():  # the rescue term was needed: redo the chunk
+                    new, info = chunk_of(state, keys, True)
+                return new, info
+
+            state, rec = runner.run(
+                jax.random.fold_in(k_run, stage), state, _phases(stage, steps, self.chunk)
+            )
             losses.extend(rec["loss"].tolist())
-            x, lw = self.draw(jax.random.fold_in(k_run, 1000 + stage), state, target, mesh)
+            x, lw = self.draw(
+                jax.random.fold_in(k_run, 1000 + stage), state, target, mesh, progress=progress
+            )
             smoothed, khat = psis(lw)
             w = np.exp(smoothed - smoothed.max())
             w /= w.sum()
@@ -313,3 +380,13 @@ class FlowVI:
             diagnostics=diag,
             wall_seconds=time.perf_counter() - t0,
         )
+
+
+def _phases(stage: int, steps: int, chunk: int) -> list[Phase]:
+    """``steps`` in ``ceil(steps / chunk)`` equal chunks when they divide evenly (one compiled
+    chunk length), else full chunks of ``chunk`` and a shorter last one (a second length)."""
+    n_chunks = -(-steps // chunk)
+    if steps % n_chunks == 0:
+        return [Phase(f"stage {stage}", n_chunks, steps // n_chunks, True)]
+    full = [Phase(f"stage {stage}", n_chunks - 1, chunk, True)]
+    return full + [Phase(f"stage {stage}", 1, steps - (n_chunks - 1) * chunk, True)]

@@ -14,8 +14,8 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 
+from jaxaccel import CheckpointError, runtime
 from science import samplers as ss
-from science.samplers import _driver
 
 SMALL_MCMC = ss.FlowMCMC(
     n_chains=16, n_local=2, train_loops=2, cycles_per_loop=10, n_samples=20, evidence=False
@@ -244,19 +244,19 @@ def test_resume_after_kill_is_identical(tmp_path, monkeypatch, sampler):
     key = jax.random.key(3)
     reference = ss.sample(key, t, sampler, progress=False)
 
-    original = _driver.Checkpoint.save
+    original = runtime.Checkpointer.save
     calls = {"n": 0}
 
-    def save_then_die(self, *args):
-        original(self, *args)
+    def save_then_die(self, *args, **kwargs):
+        original(self, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 2:
             raise _Killed
 
-    monkeypatch.setattr(_driver.Checkpoint, "save", save_then_die)
+    monkeypatch.setattr(runtime.Checkpointer, "save", save_then_die)
     with pytest.raises(_Killed):
         ss.sample(key, t, sampler, out=tmp_path, progress=False)
-    monkeypatch.setattr(_driver.Checkpoint, "save", original)
+    monkeypatch.setattr(runtime.Checkpointer, "save", original)
     resumed = ss.sample(key, t, sampler, out=tmp_path, progress=False)
     np.testing.assert_array_equal(resumed.z, reference.z)
     np.testing.assert_array_equal(resumed.samples, reference.samples)
@@ -265,7 +265,7 @@ def test_resume_after_kill_is_identical(tmp_path, monkeypatch, sampler):
 def test_checkpoint_of_another_run_is_refused(tmp_path):
     t = ss.Target.from_log_density(gauss, init={"x": jnp.zeros(2)})
     ss.sample(jax.random.key(0), t, SMALL_MCMC, out=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="belongs to a different run"):
+    with pytest.raises(CheckpointError, match="belongs to a different run"):
         ss.sample(jax.random.key(1), t, SMALL_MCMC, out=tmp_path, progress=False)
 
 

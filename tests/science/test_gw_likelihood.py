@@ -121,11 +121,11 @@ def test_bad_inputs(setup):
 
 
 def test_hyperparameters_outside_support():
-    from science.gw import _job, _mock
+    from science.gw import default_catalogue, population
 
-    cat = _mock.default_catalogue()
+    cat = default_catalogue()
     lik = HierarchicalLikelihood(
-        _job.population, cat.posteriors, cat.pe_prior, cat.injections, cat.p_draw, cat.n_draw
+        population, cat.posteriors, cat.pe_prior, cat.injections, cat.p_draw, cat.n_draw
     )
     truth = {k: jnp.asarray(v) for k, v in cat.truths.items()}
     lik.check(truth)  # fine
