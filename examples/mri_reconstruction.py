@@ -84,9 +84,9 @@ gt, brain, _ = mri.load_slice()
 key = jax.random.key(0)
 maps = mri.birdcage_maps(8, gt.shape)
 masks = {
-    "random 4x (8% centre)": mri.random_mask(jax.random.key(1), gt.shape, 4.0, 0.08),
-    "equispaced 8x (4% centre)": mri.equispaced_mask(jax.random.key(1), gt.shape, 8.0, 0.04),
-    "Poisson disc 6x (2D)": mri.poisson_disc_mask(jax.random.key(1), gt.shape, 6.0, calib=20),
+    "random 4x (8% centre)": mri.random_mask(gt.shape, 4.0, 0.08, key=jax.random.key(1)),
+    "equispaced 8x (4% centre)": mri.equispaced_mask(gt.shape, 8.0, 0.04, key=jax.random.key(1)),
+    "Poisson disc 6x (2D)": mri.poisson_disc_mask(gt.shape, 6.0, calib=20, key=jax.random.key(1)),
 }
 fig, axes = plt.subplots(2, 4, figsize=(12, 6), constrained_layout=True)
 axes[0, 0].imshow(gt, cmap="gray")
@@ -288,7 +288,7 @@ fig.savefig(OUT / "zoom.png", dpi=90)
 # %% [markdown]
 # ## 5. Where augmentation and posterior sampling plug in
 #
-# `mri.data.simulate_batch(key, batch, shape, bank)` is one jittable function of a key that
+# `mri.data.simulate_batch(batch, shape, bank, key=key)` is one jittable function of a key that
 # returns a batch of `Sample`s (k-space, mask, maps, complex image, magnitude target): phantom ->
 # smooth phase -> coils -> k-space -> noise -> mask. A physics-driven augmentation in the spirit
 # of VORTEX (random motion as phase errors on k-space lines, extra noise, coil-map perturbations)
@@ -299,8 +299,8 @@ fig.savefig(OUT / "zoom.png", dpi=90)
 # each k-space line, the signature of in-plane motion) applied to it.
 
 # %%
-bank = mri.data.MaskBank.build(jax.random.key(3), 128)
-batch = jax.jit(lambda k: mri.data.simulate_batch(k, 4, (128, 128), bank))(jax.random.key(4))
+bank = mri.data.MaskBank.build(128, key=jax.random.key(3))
+batch = jax.jit(lambda k: mri.data.simulate_batch(4, (128, 128), bank, key=k))(jax.random.key(4))
 
 
 def motion_phase(key, sample, max_shift=1.0):

@@ -22,7 +22,7 @@ from ._physics import MRIError, Sample, _bmask, _c, birdcage_maps, fft2c, smooth
 __all__ = ["phantom", "MaskBank", "simulate_batch"]
 
 
-def phantom(key, shape: tuple[int, int], *, n_ellipses: int = 8):
+def phantom(shape: tuple[int, int], *, key, n_ellipses: int = 8):
     """A random head-like phantom in [0, 1] (float32 (H, W)): an outer ellipse, ``n_ellipses``
     random inner ellipses (some darker, some brighter), multiplied by a smooth random texture."""
     h, w = shape
@@ -42,7 +42,7 @@ def phantom(key, shape: tuple[int, int], *, n_ellipses: int = 8):
     levels = jax.random.uniform(keys[4], (n_ellipses,), minval=-0.4, maxval=0.4)
     inner = jax.vmap(ellipse)(centres[:, 0], centres[:, 1], axes[:, 0], axes[:, 1], angles)
     img = img + (levels[:, None, None] * inner).sum(0) * (img > 0).astype(jnp.float32)
-    texture = 1 + 0.15 * jnp.cos(smooth_phase(keys[5], shape, max_phase=math.pi, order=8))
+    texture = 1 + 0.15 * jnp.cos(smooth_phase(shape, max_phase=math.pi, order=8, key=keys[5]))
     return jnp.clip(img * texture, 0.0, 1.0)
 
 
@@ -56,12 +56,13 @@ class MaskBank:
     @classmethod
     def build(
         cls,
-        key,
         width: int,
         accelerations=(4, 8),
         center_fractions=(0.08, 0.04),
         per_acceleration: int = 16,
         kind: str = "random",
+        *,
+        key,
     ):
         if len(accelerations) != len(center_fractions):
             raise MRIError("center_fractions: expected one per acceleration")
@@ -71,14 +72,14 @@ class MaskBank:
         masks, accs = [], []
         for i, (r, f) in enumerate(zip(accelerations, center_fractions, strict=True)):
             for j in range(per_acceleration):
-                masks.append(make(jax.random.fold_in(key, 1000 * i + j), (width, width), r, f))
+                masks.append(make((width, width), r, f, key=jax.random.fold_in(key, 1000 * i + j)))
                 accs.append(r)
         return cls(np.stack(masks).astype(np.float32), np.asarray(accs, np.float32))
 
 
 def _simulate_one(key, magnitude, mask, maps, noise):
     kp, kn = jax.random.split(key)
-    image = _c(magnitude) * jnp.exp(1j * _c(smooth_phase(kp, magnitude.shape)))
+    image = _c(magnitude) * jnp.exp(1j * _c(smooth_phase(magnitude.shape, key=kp)))
     full = fft2c(maps * image[None])
     scale = noise * jnp.sqrt(jnp.mean(jnp.abs(full) ** 2))
     kr, ki = jax.random.split(kn)
@@ -89,18 +90,18 @@ def _simulate_one(key, magnitude, mask, maps, noise):
 
 
 def simulate_batch(
-    key,
     batch: int,
     shape: tuple[int, int],
     bank: MaskBank,
     *,
+    key,
     n_coils: int = 8,
     noise: float = 0.01,
 ) -> Sample:
     """A batch of simulated acquisitions of random phantoms, each with a mask drawn from ``bank``
     (a ``Sample`` whose fields have a leading batch axis). Jittable."""
     kph, kmask, ksim = jax.random.split(key, 3)
-    mags = jax.vmap(lambda k: phantom(k, shape))(jax.random.split(kph, batch))
+    mags = jax.vmap(lambda k: phantom(shape, key=k))(jax.random.split(kph, batch))
     idx = jax.random.randint(kmask, (batch,), 0, bank.masks.shape[0])
     masks = jnp.asarray(bank.masks)[idx]
     maps = birdcage_maps(n_coils, shape)

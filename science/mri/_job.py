@@ -221,14 +221,14 @@ def _check(config: MRIConfig) -> None:
         raise ConfigError(str(e).removeprefix("data: "), key="data") from None
 
 
-_phantom = jax.jit(phantom, static_argnums=1)  # one compilation rather than one per operation
+_phantom = jax.jit(phantom, static_argnums=0)  # one compilation rather than one per operation
 
 
 def choose_cs(shape: tuple[int, int], iterations: int, sweep=CS_LAMBDAS, *, key: jax.Array):
     """Regularisation for CS chosen on a simulated phantom at 4x: (best pair, SSIM of each pair)."""
-    img = _phantom(key, tuple(shape))
-    mask = random_mask(key, shape, 4.0, 0.08)
-    s = simulate(jax.random.fold_in(key, 1), img, mask, noise=0.01)
+    img = _phantom(tuple(shape), key=key)
+    mask = random_mask(shape, 4.0, 0.08, key=key)
+    s = simulate(img, mask, noise=0.01, key=jax.random.fold_in(key, 1))
     scores = []
     for lw, ltv in sweep:
         out = cs_reconstruct(
@@ -264,8 +264,8 @@ def acquire(gt, *, key: jax.Array) -> dict[str, Sample]:
     same arrays for the same key (the benchmark reconstructs exactly what the job does)."""
     out = {}
     for tag, (accel, frac) in ACQUISITIONS.items():
-        mask = random_mask(jax.random.fold_in(key, 400), gt.shape, accel, frac)
-        out[tag] = simulate(jax.random.fold_in(key, 401), gt, mask, n_coils=8, noise=0.01)
+        mask = random_mask(gt.shape, accel, frac, key=jax.random.fold_in(key, 400))
+        out[tag] = simulate(gt, mask, n_coils=8, noise=0.01, key=jax.random.fold_in(key, 401))
     return out
 
 

@@ -56,7 +56,7 @@ def _centre(num_cols, num_low):
     return mask
 
 
-def random_mask(key, shape: tuple[int, int], acceleration: float, center_fraction: float = 0.08):
+def random_mask(shape: tuple[int, int], acceleration: float, center_fraction: float = 0.08, *, key):
     """fastMRI ``RandomMaskFunc``: (1, W) float32 column mask."""
     num_cols = shape[-1]
     num_low = _check(num_cols, acceleration, center_fraction)
@@ -67,7 +67,7 @@ def random_mask(key, shape: tuple[int, int], acceleration: float, center_fractio
 
 
 def equispaced_mask(
-    key, shape: tuple[int, int], acceleration: float, center_fraction: float = 0.08
+    shape: tuple[int, int], acceleration: float, center_fraction: float = 0.08, *, key
 ):
     """fastMRI ``EquispacedMaskFunc``: (1, W) float32 column mask."""
     num_cols = shape[-1]
@@ -89,10 +89,10 @@ def acceleration(mask, shape: tuple[int, int] | None = None) -> float:
 
 
 def poisson_disc_mask(
-    key,
     shape: tuple[int, int],
     acceleration: float,
     *,
+    key,
     calib: int = 24,
     density_power: float = 1.0,
     tol: float = 0.03,

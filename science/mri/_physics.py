@@ -88,7 +88,7 @@ def birdcage_maps(
     return jnp.asarray(maps, dtype)
 
 
-def smooth_phase(key, shape: tuple[int, int], *, max_phase: float = math.pi, order: int = 4):
+def smooth_phase(shape: tuple[int, int], *, key, max_phase: float = math.pi, order: int = 4):
     """A smooth random phase map: a random real combination of the lowest ``order`` x ``order``
     2D Fourier modes, scaled to peak at ``max_phase`` radians (float32 (H, W))."""
     h, w = shape
@@ -229,10 +229,10 @@ class Sample:
 
 
 def simulate(
-    key,
     magnitude,
     mask,
     *,
+    key,
     n_coils: int = 8,
     noise: float = 0.0,
     maps=None,
@@ -258,7 +258,7 @@ def _simulate(key, mag, mask, maps, noise, max_phase):
     """`simulate` after its checks: one compiled program (the same values as op by op, compiled
     once per shape instead of once per operation)."""
     kp, kn = jax.random.split(key)
-    image = _c(mag) * jnp.exp(1j * _c(smooth_phase(kp, mag.shape, max_phase=max_phase)))
+    image = _c(mag) * jnp.exp(1j * _c(smooth_phase(mag.shape, max_phase=max_phase, key=kp)))
     full = fft2c(maps * image[None])
     if noise > 0:
         scale = noise * jnp.sqrt(jnp.mean(jnp.abs(full) ** 2))

@@ -80,7 +80,7 @@ def _simulate(key, masks, *, batch, shape, n_coils, noise):
     """One training batch (`simulate_batch`), jitted apart from the step: models of the same
     ``TrainConfig`` share its compilation (the simulation is as costly to compile as a network)."""
     bank = MaskBank(masks, np.zeros(0, np.float32))
-    return simulate_batch(key, batch, shape, bank, n_coils=n_coils, noise=noise)
+    return simulate_batch(batch, shape, bank, n_coils=n_coils, noise=noise, key=key)
 
 
 @functools.lru_cache(maxsize=16)
@@ -128,7 +128,10 @@ def train(
     if not isinstance(config, TrainConfig):
         raise MRIError(f"config: expected a TrainConfig, got {type(config).__name__}")
     bank = MaskBank.build(
-        jax.random.fold_in(key, 7), config.shape[-1], config.accelerations, config.center_fractions
+        config.shape[-1],
+        config.accelerations,
+        config.center_fractions,
+        key=jax.random.fold_in(key, 7),
     )
     opt = _optimiser(config)
     params, static = eqx.partition(model, eqx.is_array)

@@ -21,8 +21,8 @@ N = 32
 @pytest.fixture(scope="module")
 def sample():
     img = _phantom(N)
-    mask = mri.random_mask(jax.random.key(0), (N, N), 4, 0.12)
-    return mri.simulate(jax.random.key(0), img, mask, n_coils=4)
+    mask = mri.random_mask((N, N), 4, 0.12, key=jax.random.key(0))
+    return mri.simulate(img, mask, n_coils=4, key=jax.random.key(0))
 
 
 def _models():

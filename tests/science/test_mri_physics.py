@@ -48,7 +48,7 @@ def test_sense_operators_are_adjoint():
     key = jax.random.key(1)
     maps = mri.birdcage_maps(6, (32, 32))
     np.testing.assert_allclose(mri.rss(maps), 1.0, atol=1e-5)
-    mask = mri.random_mask(key, (32, 32), 4, 0.1)
+    mask = mri.random_mask((32, 32), 4, 0.1, key=key)
     x = _crandn(jax.random.key(2), (32, 32))
     y = _crandn(jax.random.key(3), (6, 32, 32))
     lhs = jnp.vdot(mri.sense_forward(x, maps, mask), y)
@@ -81,23 +81,23 @@ def test_cartesian_masks_follow_fastmri(accel, frac):
     pad = (368 - num_low + 1) // 2
     accs = []
     for s in range(40):
-        m = mri.random_mask(jax.random.key(s), shape, accel, frac)
+        m = mri.random_mask(shape, accel, frac, key=jax.random.key(s))
         assert m.shape == (1, 368) and m[0, pad : pad + num_low].all()
         accs.append(mri.acceleration(m, shape))
     # expected number of lines is num_cols / R: mean achieved acceleration close to R
     assert np.mean([1 / a for a in accs]) == pytest.approx(1 / accel, rel=0.05)
-    e = mri.equispaced_mask(jax.random.key(0), shape, accel, frac)
+    e = mri.equispaced_mask(shape, accel, frac, key=jax.random.key(0))
     assert e[0, pad : pad + num_low].all()
     assert mri.acceleration(e, shape) == pytest.approx(accel, rel=0.06)
     # deterministic per key
     np.testing.assert_array_equal(
-        mri.random_mask(jax.random.key(3), shape, accel, frac),
-        mri.random_mask(jax.random.key(3), shape, accel, frac),
+        mri.random_mask(shape, accel, frac, key=jax.random.key(3)),
+        mri.random_mask(shape, accel, frac, key=jax.random.key(3)),
     )
 
 
 def test_poisson_disc_mask_acceleration_centre_and_density():
-    m = mri.poisson_disc_mask(jax.random.key(0), (96, 96), 5, calib=16)
+    m = mri.poisson_disc_mask((96, 96), 5, calib=16, key=jax.random.key(0))
     assert mri.acceleration(m) == pytest.approx(5, rel=0.05)
     assert m[40:56, 40:56].all()
     # variable density: the centre quarter is sampled more densely than the periphery
@@ -108,14 +108,20 @@ def test_poisson_disc_mask_acceleration_centre_and_density():
 
 def test_simulation_and_coil_combination():
     img = _phantom(64)
-    full = mri.simulate(jax.random.key(0), img, np.ones((1, 64), np.float32), n_coils=4)
+    full = mri.simulate(img, np.ones((1, 64), np.float32), n_coils=4, key=jax.random.key(0))
     np.testing.assert_allclose(jnp.abs(mri.sense_combine(full.kspace, full.maps)), img, atol=1e-5)
     np.testing.assert_allclose(mri.rss(mri.ifft2c(full.kspace)), img, atol=1e-5)
     a = mri.simulate(
-        jax.random.key(1), img, mri.random_mask(jax.random.key(1), (64, 64), 4, 0.1), noise=0.02
+        img,
+        mri.random_mask((64, 64), 4, 0.1, key=jax.random.key(1)),
+        noise=0.02,
+        key=jax.random.key(1),
     )
     b = mri.simulate(
-        jax.random.key(1), img, mri.random_mask(jax.random.key(1), (64, 64), 4, 0.1), noise=0.02
+        img,
+        mri.random_mask((64, 64), 4, 0.1, key=jax.random.key(1)),
+        noise=0.02,
+        key=jax.random.key(1),
     )
     np.testing.assert_array_equal(a.kspace, b.kspace)
     est = mri.estimate_maps(a.kspace, a.mask)
@@ -152,8 +158,8 @@ def test_metrics_equal_fastmri_skimage_reference():
 
 def test_cs_objective_decreases_and_beats_zero_filled():
     img = _phantom(64)
-    mask = mri.random_mask(jax.random.key(2), (64, 64), 4, 0.1)
-    s = mri.simulate(jax.random.key(2), img, mask, n_coils=4, noise=0.005)
+    mask = mri.random_mask((64, 64), 4, 0.1, key=jax.random.key(2))
+    s = mri.simulate(img, mask, n_coils=4, noise=0.005, key=jax.random.key(2))
     res = _cs.cs_reconstruct(
         s.kspace,
         s.mask,
@@ -189,15 +195,15 @@ def test_bad_input_errors():
     with pytest.raises(mri.MRIError, match="no fully sampled centre"):
         mri.estimate_maps(k, no_centre)
     with pytest.raises(mri.MRIError, match="center_fraction"):
-        mri.random_mask(jax.random.key(0), (32, 32), 8, 0.2)
+        mri.random_mask((32, 32), 8, 0.2, key=jax.random.key(0))
     with pytest.raises(mri.MRIError, match="magnitude: expected even"):
-        mri.simulate(jax.random.key(0), np.ones((31, 32)), np.ones((1, 32)))
+        mri.simulate(np.ones((31, 32)), np.ones((1, 32)), key=jax.random.key(0))
 
 
 def test_acs_band_host_and_traced_agree():
     from science.mri._physics import _acs_window, acs_width
 
     for s in range(5):
-        m = mri.random_mask(jax.random.key(s), (64, 64), 4, 0.1)
+        m = mri.random_mask((64, 64), 4, 0.1, key=jax.random.key(s))
         traced = jax.jit(lambda mm: (_acs_window(mm, 64) > 0).sum())(m)
         assert acs_width(m) == int(traced) >= round(64 * 0.1)

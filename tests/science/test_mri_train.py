@@ -20,11 +20,11 @@ CFG = _train.TrainConfig(
 
 
 def test_simulated_batches_are_deterministic_and_well_formed():
-    bank = _data.MaskBank.build(jax.random.key(0), 32, (4, 8), (0.12, 0.08), per_acceleration=4)
+    bank = _data.MaskBank.build(32, (4, 8), (0.12, 0.08), per_acceleration=4, key=jax.random.key(0))
     assert bank.masks.shape == (8, 1, 32)
     assert bank.masks[:4].mean() > bank.masks[4:].mean()  # 4x samples more than 8x
     assert (bank.masks[:, 0, 15:18] == 1).all()  # the centre band is always sampled
-    f = jax.jit(lambda k: _data.simulate_batch(k, 3, (32, 32), bank, n_coils=4))
+    f = jax.jit(lambda k: _data.simulate_batch(3, (32, 32), bank, n_coils=4, key=k))
     a, b = f(jax.random.key(1)), f(jax.random.key(1))
     np.testing.assert_array_equal(a.kspace, b.kspace)
     assert a.kspace.shape == (3, 4, 32, 32) and a.target.shape == (3, 32, 32)
@@ -52,8 +52,8 @@ def test_training_resumes_exactly(tmp_path, capsys):
     assert "compiling…" in err  # the first step of a run is shown as compiling
     np.testing.assert_allclose(resumed, whole, rtol=1e-5)
     assert len(whole) == 4 and all(np.isfinite(whole))
-    bank = _data.MaskBank.build(jax.random.key(0), 32, (4,), (0.12,), 2)
-    sample = jax.jit(lambda k: _data.simulate_batch(k, 1, (32, 32), bank, n_coils=4))(
+    bank = _data.MaskBank.build(32, (4,), (0.12,), 2, key=jax.random.key(0))
+    sample = jax.jit(lambda k: _data.simulate_batch(1, (32, 32), bank, n_coils=4, key=k))(
         jax.random.key(3)
     )
     out = eqx.filter_jit(trained)(sample.kspace[0], sample.mask[0], sample.maps[0])
