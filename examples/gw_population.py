@@ -25,11 +25,12 @@
 # share (plus the slope of each primary-mass distribution at the larger size), then check the
 # answer against the truth the mock catalogue was drawn from.
 #
-# The command `jaxaccel gw-population --config x.toml` with `model = "bbh+nsbh"` in the config does
-# the whole analysis in one go; here we take it apart step by step.
+# The command `jaxaccel gw-population --model bbh+nsbh` (or `model = "bbh+nsbh"` in a `--config`
+# TOML file) does the whole analysis in one go; here we take it apart step by step, with the
+# pieces `science.gw` exports for that.
 #
 # **Size.** The environment variable `GW_NOTEBOOK_SIZE` picks the job's settings: `tiny` (3 free
-# hyperparameters, 200 training steps; about two minutes on two CPU cores) or `small` (5 free
+# hyperparameters, 150 training steps; two to three minutes on two CPU cores) or `small` (5 free
 # hyperparameters, 1000 steps and a refinement stage; several minutes). Figures and a JSON
 # summary are written to `GW_NOTEBOOK_OUT` (default `out/gw_notebook`).
 
@@ -50,18 +51,27 @@ from matplotlib.ticker import NullFormatter
 
 from science import samplers as ss
 from science.gw import (
+    JOB,
+    M1_GRID,
+    Q_GRID,
+    Z_MAX,
     GWDataError,
     HierarchicalLikelihood,
-    _job,
-    _mock,
     default_catalogue,
+    hyperparameters,
+    local_rates,
+    make_sampler,
     models as m,
+    recovery_table,
+    truths_of,
 )
 
 SIZE = os.environ.get("GW_NOTEBOOK_SIZE", "small")
 OUT = Path(os.environ.get("GW_NOTEBOOK_OUT", "out/gw_notebook"))
 SEED = 0
 OUT.mkdir(parents=True, exist_ok=True)
+# Every random choice below derives from one key: the fit, and the draws that summarise it.
+KEY_FIT, KEY_TABLE, KEY_RATES, KEY_DRAWS, KEY_CURVES = jax.random.split(jax.random.key(SEED), 5)
 
 # Inside Jupyter figures are shown inline; run as a script they are only written to OUT.
 INTERACTIVE = "ipykernel" in sys.modules
@@ -173,19 +183,19 @@ show(fig, "posteriors.png")
 # `Mixture` adds the subpopulations, each weighted by its own rate hyperparameter. The result is a
 # *rate density* dN/(dθ dt) = R_BBH p_BBH(θ) + R_NSBH p_NSBH(θ). Hyperparameter names carry
 # the subpopulation as a prefix (`"BBH.alpha"`, `"NSBH.alpha"`); unprefixed ones (`lamb`) are
-# shared. These are the same densities `jaxaccel gw-population` fits (`science.gw._job.MIXTURE`),
-# normalised on the job's grids.
+# shared. These are the same densities `jaxaccel gw-population` fits (`science.gw.MIXTURE`),
+# normalised on the job's grids (`M1_GRID`, `Q_GRID`).
 
 
 # %%
 def redshift(data, hyper):
-    return m.redshift_power_law(data["redshift"], hyper, z_max=_mock.Z_MAX)
+    return m.redshift_power_law(data["redshift"], hyper, z_max=Z_MAX)
 
 
 def bbh_population(data, hyper):
-    p_m1 = m.power_law_peak(data["mass_1"], hyper, m1_grid=_job.M1_GRID)
+    p_m1 = m.power_law_peak(data["mass_1"], hyper, m1_grid=M1_GRID)
     p_q = m.mass_ratio_power_law(
-        data["mass_ratio"], data["mass_1"], hyper, m1_grid=_job.M1_GRID, q_grid=_job.Q_GRID
+        data["mass_ratio"], data["mass_1"], hyper, m1_grid=M1_GRID, q_grid=Q_GRID
     )
     return p_m1 * p_q * redshift(data, hyper)
 
@@ -311,28 +321,29 @@ except GWDataError as e:
 # The rates span orders of magnitude, so we sample `log10_rate_bbh` and `log10_rate_nsbh` with
 # uniform priors, i.e. log-uniform in the rate (a prior that does not pick a scale). The
 # rates here count mergers per year out to z = 2.3; the local rate densities in Gpc⁻³ yr⁻¹ follow
-# from them in section 6. `_job.hyperparameters` merges the fixed values with the sampled ones and
-# turns each `log10_x` back into `x`.
+# from them in section 6. `hyperparameters` merges the fixed values with the sampled ones and
+# turns each `log10_x` back into `x`. `JOB.load` gives the job's checked settings for a size
+# (the same `GWConfig` that `jaxaccel gw-population --size ...` builds).
 #
 # `science.samplers.Target` combines the log-likelihood with independent numpyro priors; their
 # supports give the bounds the samplers transform away.
 
 # %%
-config = _job.JobConfig.for_size(SIZE, {"model": "bbh+nsbh"})
+config = JOB.load(size=SIZE, overrides={"model": "bbh+nsbh"})
 drop = set(config.free) | {k.removeprefix("log10_") for k in config.free}
 fixed = {k: v for k, v in truth.items() if k not in drop}
-prior = {k: dist.Uniform(*_job.prior_bounds(k, config.priors)) for k in config.free}
+prior = {k: dist.Uniform(*config.bounds(k)) for k in config.free}
 
 
 def log_likelihood(params):
-    return lik.log_likelihood(_job.hyperparameters(fixed, params))
+    return lik.log_likelihood(hyperparameters(fixed, params))
 
 
 target = ss.Target(log_likelihood, prior)
-truths_all = _job._truths(cat)  # the truths, plus log10 of the rates
+truths_all = truths_of(cat)  # the truths, plus log10 of the rates
 free_truths = {k: truths_all[k] for k in config.free}
 for k in config.free:
-    lo, hi = _job.prior_bounds(k, config.priors)
+    lo, hi = config.bounds(k)
     print(f"{k:>16} ~ Uniform({lo:g}, {hi:g});  truth {free_truths[k]:.3g}")
 print(f"steps {config.steps}, importance draws {config.n_draws}")
 
@@ -350,8 +361,8 @@ print(f"steps {config.steps}, importance draws {config.n_draws}")
 # the posterior, however reasonable the medians look.
 
 # %%
-sampler = _job.make_sampler(config, refine=SIZE != "tiny")
-result = ss.sample(jax.random.key(SEED), target, sampler)
+sampler = make_sampler(config)
+result = ss.sample(KEY_FIT, target, sampler)
 print(result.summary())
 if result.diagnostics["khat"] > 0.7:
     print(
@@ -371,7 +382,7 @@ if result.diagnostics["khat"] > 0.7:
 # bias (`python -m science.gw._sbc` runs that simulation-based calibration check).
 
 # %%
-rows = _job.recovery_table(result, free_truths)
+rows = recovery_table(result, free_truths, key=KEY_TABLE)
 print(f"{'param':>16} {'median':>8} {'90% interval':>18} {'truth':>7}  inside")
 for r in rows:
     interval = f"[{r['low90']:.3g}, {r['high90']:.3g}]"
@@ -385,17 +396,17 @@ for r in rows:
 # quantity usually quoted is the local rate density R(z=0) in Gpc⁻³ yr⁻¹: mergers per unit comoving
 # volume per year of source-frame time today, with R(z) = R(0) (1+z)^lamb.
 # `models.local_rate` divides the total by the integral of dVc/dz (1+z)^(lamb-1), so the two
-# posteriors are tied together through lamb; `_job.local_rates` does that for every posterior
+# posteriors are tied together through lamb; `local_rates` does that for every posterior
 # draw. The ratio of the rates is the NSBH branching fraction.
 
 # %%
-rates = _job.local_rates(result, fixed, truths_all)
+rates = local_rates(result, fixed, truths_all, key=KEY_RATES)
 for key, r in rates.items():
     print(
         f"{key}: R(z=0) = {r['median']:.3g} [{r['low90']:.3g}, {r['high90']:.3g}] Gpc^-3 yr^-1 "
         f"(90%; truth {r['truth']:.3g})"
     )
-draws = result.resample(jax.random.key(3), 4000)
+draws = result.resample(KEY_DRAWS, 4000)
 names = list(result.names)
 rate_bbh = 10.0 ** draws[:, names.index("log10_rate_bbh")]
 rate_nsbh = 10.0 ** draws[:, names.index("log10_rate_nsbh")]
@@ -446,14 +457,14 @@ grid = jnp.linspace(2.0, 100.0, 400)
 def mass_curves(hyper):
     bbh, nsbh = component(hyper, "BBH"), component(hyper, "NSBH")
     return {
-        "BBH": hyper["rate_bbh"] * m.power_law_peak(grid, bbh, m1_grid=_job.M1_GRID),
+        "BBH": hyper["rate_bbh"] * m.power_law_peak(grid, bbh, m1_grid=M1_GRID),
         "NSBH": hyper["rate_nsbh"] * m.power_law_primary(grid, nsbh),
     }
 
 
-rows300 = jnp.asarray(result.resample(jax.random.key(1), 300))
+rows300 = jnp.asarray(result.resample(KEY_CURVES, 300))
 curves = jax.vmap(
-    lambda row: mass_curves(_job.hyperparameters(fixed, dict(zip(names, row, strict=True))))
+    lambda row: mass_curves(hyperparameters(fixed, dict(zip(names, row, strict=True))))
 )(rows300)
 true_curves = mass_curves(truth)
 fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -478,7 +489,7 @@ show(fig, "mass_distribution.png")
 # two are well separated in mass, so the classification should be nearly certain.
 
 # %%
-median = _job.hyperparameters(fixed, {r["param"]: jnp.asarray(r["median"]) for r in rows})
+median = hyperparameters(fixed, {r["param"]: jnp.asarray(r["median"]) for r in rows})
 weight = {
     name: median[key] * pop(lik.posteriors, component(median, name)) / jnp.exp(lik.log_pe_prior)
     for name, key, pop in (
