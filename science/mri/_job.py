@@ -186,13 +186,20 @@ def load_slice(path: str | Path | None = None, *, name: str = "data"):
         raise MRIError(f"{name}: {path} does not exist{where}")
     if not path.is_file():
         raise MRIError(f"{name}: {path} is not a file (expected a .npy array)")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"PK"):
+        raise MRIError(f"{name}: {path} is an .npz archive; expected one 2D array saved by np.save")
+    if magic != b"\x93NUMPY":
+        raise MRIError(f"{name}: {path} is not a .npy array file (no NumPy header)")
     try:
         arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise MRIError(f"{name}: {path} is not a .npy array file ({e})") from None
-    if not isinstance(arr, np.ndarray):  # an .npz archive
-        arr.close()
-        raise MRIError(f"{name}: {path} is an .npz archive; expected one 2D array saved by np.save")
+    except ValueError as e:
+        if "pickle" in str(e):  # object arrays need pickle, which a data file must not
+            raise MRIError(f"{name}: {path} holds Python objects, not a numeric array") from None
+        raise MRIError(f"{name}: {path} is not a readable .npy array file ({e})") from None
+    except (OSError, EOFError) as e:
+        raise MRIError(f"{name}: {path} is not a readable .npy array file ({e})") from None
     if arr.dtype.kind not in "fiu":
         raise MRIError(f"{name}: expected a real magnitude image, got dtype {arr.dtype}")
     if arr.ndim != 2:

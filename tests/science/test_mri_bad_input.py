@@ -146,6 +146,13 @@ def test_data_in_the_wrong_format(capsys, tmp_path, forbid_work):
     np.savez(archive, image=_good())
     err = _cli_error(capsys, tmp_path, toml=f'data = "{archive}"\n')
     assert "data: " in err and "is an .npz archive; expected one 2D array" in err
+    objects = _slice_file(tmp_path, np.array([{"a": 1}], dtype=object), "objects.npy")
+    with pytest.raises(jaxaccel.ConfigError, match="data: .* holds Python objects"):
+        mri.JOB.load(size="tiny", overrides={"data": str(objects)})
+    truncated = tmp_path / "truncated.npy"
+    truncated.write_bytes(_slice_file(tmp_path, _good()).read_bytes()[:1000])
+    with pytest.raises(jaxaccel.ConfigError, match="data: .* is not a readable .npy array file"):
+        mri.JOB.load(size="tiny", overrides={"data": str(truncated)})
     with pytest.raises(jaxaccel.ConfigError, match="data: expected a real magnitude image"):
         mri.JOB.load(size="tiny", overrides={"data": str(_slice_file(tmp_path, _good() + 1j))})
 
