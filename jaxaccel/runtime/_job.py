@@ -152,7 +152,16 @@ class Job:
             sources.append((source, overrides))
         cfg = load_config(self.config, sources)
         if self.checks is not None:
-            self.checks(cfg)
+            try:
+                self.checks(cfg)
+            except ConfigError as e:
+                if e.source is not None or e.key is None:
+                    raise
+                top = e.key.split(".")[0].split("[")[0]
+                named = [name for name, values in sources if top in values]
+                if named and named[-1] != source:  # a flag's key is renamed by main()
+                    raise e.with_source(named[-1]) from None
+                raise
         return cfg
 
     def describe_config(self, config: Any) -> str:
