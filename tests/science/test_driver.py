@@ -392,3 +392,32 @@ def test_vi_rescue_leads_a_lost_flow_back():
             params, opt_state = update(params, opt_state, jax.random.key(10 + i))
     after = inside(params, jax.random.key(1))
     assert before < 0.15 and after > 0.5, (before, after)
+
+
+# ---------------------------------------------------------------------- progress
+def test_progress_compiles_ticks_inside_a_chunk_and_says_resumed(tmp_path, monkeypatch, capsys):
+    t = ss.Target.from_log_density(gauss, init={"x": jnp.zeros(2)})
+    seen = []
+    original = runtime.Progress.set
+
+    def record(self, n, **postfix):
+        seen.append((self.desc, n))
+        original(self, n, **postfix)
+
+    monkeypatch.setattr(runtime.Progress, "set", record)
+    vi = ss.FlowVI(steps=40, chunk=40, n_draws=200, draw_batch=100, max_refine=0)
+    first = ss.sample(jax.random.key(0), t, vi, out=tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "compiling…" in err
+    # the one chunk of 40 steps moved the bar from inside the scan (every 2 steps), not only at
+    # its end
+    inside = {n for desc, n in seen if desc == "flow VI stage 0" and 0 < n < 40}
+    assert len(inside) >= 5, seen
+    again = ss.sample(jax.random.key(0), t, vi, out=tmp_path, progress=False)
+    assert "flow VI stage 0: resumed from step 40" in capsys.readouterr().err
+    np.testing.assert_array_equal(again.samples, first.samples)
+    # NUTS ticks from its iteration counter
+    seen.clear()
+    nuts = ss.NUTS(n_chains=2, n_warmup=20, n_samples=20, chunk=20, evidence=False)
+    ss.sample(jax.random.key(1), t, nuts, progress=True)
+    assert {n for desc, n in seen if desc == "NUTS" and n % 20}, seen
