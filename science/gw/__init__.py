@@ -11,22 +11,17 @@ The job's pieces are public so that notebooks and benchmarks can take it apart:
   `hyperparameters(fixed, params)` (merges and turns ``log10_x`` into ``x``), `truths_of`;
 - results: `recovery_table`, `local_rates`, `mass_curves`, `plot_mass_distribution` (each
   resampling with a ``key`` keyword);
-- `PRIORS`, `FREE` (default free sets per model), mock truths `GWTC3_PLP`, `NSBH_DEFAULT`,
-  the redshift range `Z_MAX`.
+- `PRIORS`, `FREE` and `N_EVENTS` (each model's defaults per preset), the mock truths
+  `GWTC3_PLP` and `NSBH_DEFAULT`, the redshift range `Z_MAX`.
 """
 
 from . import _models as models
-from ._job import (
-    FREE as FREE,
-    JOB as JOB,
+from ._analysis import (
     M1_GRID as M1_GRID,
     MIXTURE as MIXTURE,
-    PRIORS as PRIORS,
     Q_GRID as Q_GRID,
-    GWConfig as GWConfig,
     build_target as build_target,
     hyperparameters as hyperparameters,
-    load_catalogue as load_catalogue,
     local_rates as local_rates,
     make_sampler as make_sampler,
     mass_curves as mass_curves,
@@ -35,6 +30,14 @@ from ._job import (
     population as population,
     recovery_table as recovery_table,
     truths_of as truths_of,
+)
+from ._job import (
+    FREE as FREE,
+    JOB as JOB,
+    N_EVENTS as N_EVENTS,
+    PRIORS as PRIORS,
+    GWConfig as GWConfig,
+    load_catalogue as load_catalogue,
 )
 from ._likelihood import (
     GWDataError as GWDataError,
@@ -56,6 +59,7 @@ __all__ = [
     "JOB",
     "GWConfig",
     "FREE",
+    "N_EVENTS",
     "PRIORS",
     "M1_GRID",
     "Q_GRID",

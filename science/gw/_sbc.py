@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxaccel import runtime
 
-from . import _job, _mock
+from . import _analysis, _job, _mock
 
 __all__ = ["SBC_PRIORS", "run_sbc", "summarise"]
 
@@ -43,9 +43,9 @@ def _one(k: int, key, priors: dict, n_events: int, steps: int, n_draws: int) -> 
     config = _job.GWConfig(
         model="bbh", free=tuple(priors), priors=priors, steps=steps, n_draws=n_draws
     )
-    target, _, _ = _job.build_target(cat, config)
+    target, _, _ = _analysis.build_target(cat, config)
     k_fit, k_draws = jax.random.split(key)
-    result = ss.sample(k_fit, target, _job.make_sampler(config), progress=False)
+    result = ss.sample(k_fit, target, _analysis.make_sampler(config), progress=False)
     x = result.resample(k_draws, 4000)
     quantiles = {n: float(np.mean(x[:, j] < drawn[n])) for j, n in enumerate(result.names)}
     return {
