@@ -107,17 +107,17 @@ def _checks(config: GenerateConfig) -> None:
     try:
         md = read_gguf_metadata(path, include_tokenizer=False)
     except ModelFileError as e:
-        raise runtime.ConfigError(f"{e} (--gguf expects a .gguf model file)", key="gguf") from None
+        raise runtime.ConfigError(f"{e} (expected a .gguf model file)", key="gguf") from None
     if md.get("general.architecture") != "llama":
         raise runtime.ConfigError(
             f"{path}: unsupported architecture {md.get('general.architecture')!r}; supported: "
-            "llama (--gguf)",
+            "llama",
             key="gguf",
         )
     context = md.get("llama.context_length")
     if isinstance(context, int) and config.max_new_tokens + 16 > context:
         raise runtime.ConfigError(
-            f"expected at most {context - 16} (--max-new-tokens; the model's context is {context} "
+            f"expected at most {context - 16} (the model's context is {context} "
             f"tokens, prompt included), got {config.max_new_tokens}",
             key="max_new_tokens",
         )

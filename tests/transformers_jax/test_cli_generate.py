@@ -109,22 +109,22 @@ def test_unknown_choice(flag, tmp_path, capsys, no_model_load):
 def test_bad_model_files(tmp_path, tiny_gguf, no_model_load):
     base = ["--prompt", "hi", "--gguf"]
     _reject(
-        [*base, str(tmp_path / "missing.gguf")], r"gguf: GGUF file not found: .*missing", tmp_path
+        [*base, str(tmp_path / "missing.gguf")], r"--gguf: GGUF file not found: .*missing", tmp_path
     )
     text = tmp_path / "notes.gguf"
     text.write_text("not a model\n" * 10)
-    _reject([*base, str(text)], r"gguf: not a valid GGUF file: .*notes.gguf", tmp_path)
-    _reject([*base, str(tmp_path)], r"gguf: not a GGUF file \(not a regular file\)", tmp_path)
+    _reject([*base, str(text)], r"--gguf: not a valid GGUF file: .*notes.gguf", tmp_path)
+    _reject([*base, str(tmp_path)], r"--gguf: not a GGUF file \(not a regular file\)", tmp_path)
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(tiny_gguf.read_bytes()[:2000])
-    _reject([*base, str(cut)], r"gguf: not a valid GGUF file: .*cut.gguf \(truncated", tmp_path)
+    _reject([*base, str(cut)], r"--gguf: not a valid GGUF file: .*cut.gguf \(truncated", tmp_path)
     falcon = tmp_path / "falcon.gguf"
     write_gguf(falcon, TINY, {}, TINY_TYPES, arch="falcon")
-    _reject([*base, str(falcon)], r"gguf: .*unsupported architecture 'falcon'", tmp_path)
+    _reject([*base, str(falcon)], r"--gguf: .*unsupported architecture 'falcon'", tmp_path)
     # the tiny model's context is 128 tokens: 8 new ones fit, 500 do not
     _reject(
         [*base, str(tiny_gguf), "--max-new-tokens", "500"],
-        r"max_new_tokens: expected at most 112 \(--max-new-tokens; the model's context is 128",
+        r"--max-new-tokens: expected at most 112 \(the model's context is 128",
         tmp_path,
     )
 
