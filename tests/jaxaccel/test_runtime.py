@@ -198,7 +198,7 @@ def test_cli_job_errors_are_one_line_and_fast(tmp_path, capsys, monkeypatch):
     assert _cli.main(["toy", "--size", "tiny", "--show-config"]) == 0
     shown = capsys.readouterr().out
     assert "steps = 4    # an integer >= 1" in shown and "# n_events = (unset)" in shown
-    assert 'model = "bbh"    # one of \'bbh\', \'bbh+nsbh\'' in shown
+    assert "model = \"bbh\"    # one of 'bbh', 'bbh+nsbh'" in shown
 
 
 class _EntryPoint:
