@@ -51,14 +51,18 @@ def _private_parts(mod: str, names: tuple[str, ...]) -> list[str]:
         return []
     out = [mod] if any(p.startswith("_") and p != "__init__" for p in parts[1:]) else []
     for n in names:
-        if n.startswith("_") and (ROOT.joinpath(*parts, n + ".py").exists() or ROOT.joinpath(*parts, n).is_dir()):
+        if n.startswith("_") and (
+            ROOT.joinpath(*parts, n + ".py").exists() or ROOT.joinpath(*parts, n).is_dir()
+        ):
             out.append(f"{mod}.{n}")
     return out
 
 
 def test_no_private_core_module_outside_the_core():
     bad = []
-    for path in _files("transformers_jax", "science", "pallas_kernels", "tests", "examples", "benchmarks"):
+    for path in _files(
+        "transformers_jax", "science", "pallas_kernels", "tests", "examples", "benchmarks"
+    ):
         for line, mod, names in _imports(path):
             for p in _private_parts(mod, names):
                 if p.startswith("jaxaccel."):
