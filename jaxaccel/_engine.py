@@ -169,10 +169,10 @@ class Described:
 
 
 def _is_model(x: Any) -> bool:
-    if isinstance(x, eqx.Module | nnx.Module | dict | list | tuple) or eqx.is_array(x):
+    if isinstance(x, eqx.Module | nnx.Module) or eqx.is_array(x):
         return True
-    # any other registered pytree node (a NamedTuple, a flax struct, ...) counts as a parameter tree
-    return jax.tree_util.treedef_is_leaf(jax.tree.structure(x)) is False
+    # any registered pytree node (dict, list, NamedTuple, a flax struct, ...) is a parameter tree
+    return not jax.tree_util.treedef_is_leaf(jax.tree.structure(x))
 
 
 def describe(model: Any) -> Described:

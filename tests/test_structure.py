@@ -109,7 +109,19 @@ def test_library_code_leaves_matplotlib_state_alone():
 
 @pytest.mark.parametrize("pkg", PACKAGES)
 def test_packages_state_their_public_api(pkg):
-    """Each package's ``__init__`` re-exports explicitly (``x as x``) or lists ``__all__``."""
-    text = (ROOT / pkg / "__init__.py").read_text()
-    tree = ast.parse(text)
+    """Each package's ``__init__`` has a docstring and re-exports explicitly (``x as x``) or lists
+    ``__all__``."""
+    tree = ast.parse((ROOT / pkg / "__init__.py").read_text())
     assert ast.get_docstring(tree), f"{pkg}/__init__.py has no docstring"
+    has_all = any(
+        isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in n.targets)
+        for n in tree.body
+    )
+    explicit = [
+        a.name == a.asname
+        for n in tree.body
+        if isinstance(n, ast.ImportFrom) and n.level
+        for a in n.names
+        if not a.name.startswith("_")
+    ]
+    assert has_all or (explicit and all(explicit)), f"{pkg}/__init__.py states no public API"
